@@ -1,0 +1,60 @@
+"""Who is speaking: a participant token (``Authorization: Bearer`` or ``?token=``) or the
+browser session that created or joined the conversation. Shared by HTTP views and sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .errors import Banned, NotParticipant, Unauthenticated
+from .models import Conversation, Participant
+from .tokens import participant_id_from_token, token_matches
+
+SESSION_KEY = "chat_participants"  # {conversation id: participant id}
+
+
+def participant_from_token(token: str) -> Participant | None:
+    """The participant a token belongs to, or None (unknown or wrong secret)."""
+    pid = participant_id_from_token(token.strip()) if token else None
+    if pid is None:
+        return None
+    participant = Participant.objects.select_related("conversation").filter(pk=pid).first()
+    if participant is None or not token_matches(token.strip(), participant.token_hash):
+        return None
+    return participant
+
+
+def bearer_token(headers: Mapping[str, str]) -> str:
+    scheme, _, token = (headers.get("Authorization") or headers.get("authorization") or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def authorize(conversation: Conversation, token: str, session=None) -> Participant:
+    """The participant of ``conversation`` behind a token (or the session), else a typed error:
+    401 without a valid token, 403 for another conversation's token or a banned participant."""
+    participant = None
+    if token:
+        participant = participant_from_token(token)
+        if participant is None:
+            raise Unauthenticated("invalid token")
+    elif session is not None:
+        pid = (session.get(SESSION_KEY) or {}).get(str(conversation.pk))
+        if pid:
+            participant = (
+                Participant.objects.select_related("conversation").filter(pk=pid, conversation=conversation).first()
+            )
+    if participant is None:
+        raise Unauthenticated("send Authorization: Bearer <participant token>")
+    if participant.conversation_id != conversation.pk:
+        raise NotParticipant("this token belongs to another conversation")
+    if participant.banned:
+        raise Banned("you are banned from this conversation")
+    return participant
+
+
+def remember_in_session(session, participant: Participant) -> None:
+    """Let the browser that created or joined come back as the same participant."""
+    if session is None:
+        return
+    known = dict(session.get(SESSION_KEY) or {})
+    known[str(participant.conversation_id)] = str(participant.pk)
+    session[SESSION_KEY] = known

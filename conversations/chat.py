@@ -1,0 +1,545 @@
+"""The Chat controller: the single door for every change of a conversation.
+
+A human over WebSocket, a bot, the admin and the HTTP API all call these methods. Each one
+writes the database in one transaction and sends its events after commit (the Zulip
+``do_*`` pattern), so nobody ever sees an event for a row that was rolled back.
+
+``Chat`` holds no state beyond the conversation row: any process can build one from an id
+(``Chat.get_chat``), and the database is the only source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from . import bot_directory, events, protocol
+from .errors import (
+    Banned,
+    ConversationEnded,
+    ConversationFull,
+    Forbidden,
+    InvalidInput,
+    Muted,
+    NotFound,
+    NotParticipant,
+    RateLimited,
+    TextTooLong,
+    UnknownBot,
+)
+from .limits import ChatLimits, get_limits
+from .models import Attachment, Conversation, Message, Participant
+from .tokens import new_token
+
+logger = logging.getLogger(__name__)
+
+MAX_NICKNAME = 64
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+# Kinds a participant may send with free-form ``data``; attachment kinds come from the files.
+HUMAN_KINDS = {Message.Kind.TEXT, Message.Kind.LOCATION}
+BOT_KINDS = set(Message.Kind.values) - {Message.Kind.SYSTEM}
+ATTACHMENT_KINDS = {"file", "image", "audio", "video", "voice"}
+
+
+def clean_nickname(nickname: str | None) -> str:
+    """Trim and strip control characters; an empty nickname gets a generated one."""
+    name = _CONTROL_CHARS.sub("", (nickname or "")).strip()[:MAX_NICKNAME]
+    return name or f"Guest-{secrets.token_hex(2)}"
+
+
+class Chat:
+    """Controller of one conversation. Cheap to build; holds no cache of its own."""
+
+    def __init__(self, conversation: Conversation, limits: ChatLimits | None = None) -> None:
+        self.conversation = conversation
+        self.limits = limits or get_limits()
+
+    # ---- lookup and creation ---------------------------------------------------------------
+
+    @classmethod
+    def get_chat(cls, conversation_id: uuid.UUID | str) -> Chat | None:
+        """The controller for a conversation, or None for an unknown id (any process)."""
+        try:
+            pk = conversation_id if isinstance(conversation_id, uuid.UUID) else uuid.UUID(str(conversation_id))
+        except ValueError:
+            return None
+        conversation = Conversation.objects.filter(pk=pk).first()
+        return cls(conversation) if conversation is not None else None
+
+    @classmethod
+    def create(
+        cls, name: str, nickname: str | None, bots: Iterable[str] = (), *, user=None
+    ) -> tuple[Chat, list[Participant]]:
+        """Create a conversation with its creator and bots; see ``on_create_conversation``."""
+        name = _CONTROL_CHARS.sub("", name or "").strip()[:200] or "Conversation"
+        with transaction.atomic():
+            conversation = Conversation.objects.create(name=name, created_by=user)
+            participants = cls.on_create_conversation(nickname, list(bots), conversation, user=user)
+        return cls(conversation), participants
+
+    @classmethod
+    def on_create_conversation(
+        cls, nickname: str | None, bots: Iterable[str], conversation: Conversation, *, user=None
+    ) -> list[Participant]:
+        """Fill a new conversation: a "created" message, the human owner, then one participant
+        per bot (the configured manager bot included), each followed by its "joined" message.
+
+        Returns the participants, human first; each carries its one-time ``token``.
+        """
+        from django.conf import settings
+
+        installed = bot_directory.installed_bots()
+        bot_names = list(dict.fromkeys(bots))  # keep order, drop repeats
+        manager = getattr(settings, "CHAT_BOT_MANAGER", None)
+        if manager and manager not in bot_names:
+            bot_names.append(manager)
+        unknown = [b for b in bot_names if b not in installed]
+        if unknown:
+            raise UnknownBot(f"unknown bot(s): {', '.join(unknown)}; see GET /api/bots")
+        chat = cls(conversation)
+        if 1 + len(bot_names) > chat.limits["MAX_PARTICIPANTS"]:
+            raise ConversationFull(f"at most {chat.limits['MAX_PARTICIPANTS']} participants")
+        with transaction.atomic():
+            human = chat._new_participant(
+                clean_nickname(nickname), Participant.Kind.HUMAN, user=user, role=Participant.Role.OWNER, announce=False
+            )
+            chat._system_message("created", human, f"{human.name} created the conversation")
+            chat.generate_participant_joined_system_message(human.id)
+            participants = [human]
+            for bot_name in bot_names:
+                role = Participant.Role.MODERATOR if bot_name == manager else Participant.Role.MEMBER
+                bot = chat._new_participant(
+                    bot_name, Participant.Kind.BOT, bot_name=bot_name, role=role, announce=False
+                )
+                chat.generate_participant_joined_system_message(bot.id)
+                participants.append(bot)
+        return participants
+
+    # ---- membership -----------------------------------------------------------------------
+
+    def join(self, nickname: str | None, *, user=None) -> Participant:
+        """Add a human by link; the returned participant carries its one-time ``token``."""
+        if self.conversation.join_policy == Conversation.JoinPolicy.INVITE:
+            raise Forbidden("this conversation is by invitation only", code="invite_only")
+        if (
+            user is not None
+            and user.is_authenticated
+            and self.conversation.participants.filter(user=user, banned=True).exists()
+        ):
+            raise Banned("you are banned from this conversation")
+        with transaction.atomic():
+            return self._new_participant(clean_nickname(nickname), Participant.Kind.HUMAN, user=user)
+
+    def add_bot(self, bot_name: str) -> Participant:
+        """Bring an installed bot into the conversation."""
+        if bot_name not in bot_directory.installed_bots():
+            raise UnknownBot(f"unknown bot: {bot_name}")
+        with transaction.atomic():
+            return self._new_participant(bot_name, Participant.Kind.BOT, bot_name=bot_name)
+
+    def generate_participant_joined_system_message(self, participant_id: uuid.UUID) -> Message:
+        participant = Participant.objects.get(pk=participant_id, conversation=self.conversation)
+        message = self._system_message("joined", participant, f"{participant.name} joined")
+        self._status_to_bots("joined", participant, exclude=participant)
+        return message
+
+    def leave(self, participant: Participant, *, event: str = "left", reason: str = "") -> Message | None:
+        """Mark a participant as gone (also used for kicks). Leaving twice does nothing."""
+        self._check_member_of_conversation(participant)
+        with transaction.atomic():
+            updated = Participant.objects.filter(pk=participant.pk, left_at__isnull=True).update(left_at=timezone.now())
+            if not updated:
+                return None
+            participant.refresh_from_db()
+            text = f"{participant.name} left" if event == "left" else f"{participant.name} was removed"
+            message = self._system_message(event, participant, text, extra={"reason": reason} if reason else None)
+            self._status_to_bots(event, participant, exclude=participant)
+        return message
+
+    def end(self, *, by: Participant | None = None, reason: str = "") -> Message | None:
+        """End the conversation: an "ended" message, then read-only. Ending twice does nothing."""
+        with transaction.atomic():
+            conv = Conversation.objects.select_for_update().get(pk=self.conversation.pk)
+            if conv.status == Conversation.Status.ENDED:
+                self.conversation = conv
+                return None
+            message = self._system_message(
+                "ended", by, "The conversation ended", extra={"reason": reason} if reason else None
+            )
+            now = timezone.now()
+            Conversation.objects.filter(pk=conv.pk).update(status=Conversation.Status.ENDED, ended_at=now)
+            self.conversation.status, self.conversation.ended_at = Conversation.Status.ENDED, now
+            self._status_to_bots("ended", by)
+            conv_id = conv.pk
+            transaction.on_commit(lambda: events.send_frame(conv_id, {"type": "conversation.ended"}))
+        return message
+
+    # ---- messages -------------------------------------------------------------------------
+
+    def save_message(self, participant: Participant, message_data: Mapping[str, Any]) -> Message:
+        """Validate, number and store one message from a participant, then fan it out.
+
+        Idempotent on ``client_id``: a resend returns the stored message (``created`` False)
+        and sends nothing again. Refusals raise a typed ``ChatError``.
+        """
+        self._check_member_of_conversation(participant)
+        data = self._validate_message_data(participant, message_data)
+        client_id = data["client_id"]
+        if client_id is not None:
+            existing = self._existing(participant, client_id)
+            if existing is not None:
+                return existing
+        fresh = self._refresh_participant(participant)
+        self._check_can_send(fresh)
+        self._check_rate(fresh)
+        try:
+            with transaction.atomic():
+                message = self._insert_message(fresh, data)
+        except IntegrityError:
+            # A concurrent resend of the same client_id won the race: answer with its message.
+            existing = self._existing(participant, client_id) if client_id is not None else None
+            if existing is None:
+                raise
+            return existing
+        return message
+
+    def deliver_message_to_bot(
+        self, message: Message, bot: Participant, *, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        """Hand a message to one bot participant over the channel layer (the bot worker acts)."""
+        payload = {
+            "type": "bot.message",
+            "conversation_id": str(self.conversation.pk),
+            "participant_id": str(bot.pk),
+            "bot": bot.bot_name,
+            "message": protocol.message_to_dict(message),
+        }
+        if extra:
+            payload.update(extra)
+        events.send_to_bots(payload)
+
+    def deliver_status_to_bot(self, status: Mapping[str, Any], bot: Participant) -> None:
+        """Hand a status event (joined, left, ended, typing, ...) to one bot participant."""
+        events.send_to_bots(
+            {
+                "type": "bot.status",
+                "conversation_id": str(self.conversation.pk),
+                "participant_id": str(bot.pk),
+                "bot": bot.bot_name,
+                "status": dict(status),
+            }
+        )
+
+    def _redirect_message(
+        self, message: Message, targets: Iterable[str | Participant], field_overrides: Mapping[str, Any] | None = None
+    ) -> list[Participant]:
+        """Deliver one message of this conversation to chosen bots only (the manager's redirect).
+
+        ``targets`` are bot names or bot participants of this conversation; ``field_overrides``
+        replace fields of the delivered copy (e.g. ``text``). Nothing is stored.
+        """
+        if message.conversation_id != self.conversation.pk:
+            raise InvalidInput("the message belongs to another conversation", code="wrong_conversation")
+        bots = {p.bot_name: p for p in self._active_bots()}
+        chosen: list[Participant] = []
+        for target in targets:
+            name = target.bot_name if isinstance(target, Participant) else str(target)
+            if name not in bots:
+                raise UnknownBot(f"no bot named {name!r} in this conversation")
+            chosen.append(bots[name])
+        if not chosen:
+            raise InvalidInput("no target bots given", code="no_targets")
+        overrides = dict(field_overrides or {})
+        for bot in chosen:
+            payload = {"message": {**protocol.message_to_dict(message), **overrides}, "redirected": True}
+            transaction.on_commit(lambda bot=bot, payload=payload: self._send_redirect(message, bot, payload))
+        return chosen
+
+    def _send_redirect(self, message: Message, bot: Participant, payload: dict[str, Any]) -> None:
+        events.send_to_bots(
+            {
+                "type": "bot.message",
+                "conversation_id": str(self.conversation.pk),
+                "participant_id": str(bot.pk),
+                "bot": bot.bot_name,
+                **payload,
+            }
+        )
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def participant_for(self, participant_id: uuid.UUID | str) -> Participant:
+        try:
+            return self.conversation.participants.get(pk=participant_id)
+        except (Participant.DoesNotExist, ValueError, ValidationError):
+            raise NotFound("no such participant in this conversation") from None
+
+    def history(self, *, after_seq: int | None = None, before_seq: int | None = None, limit: int = 50):
+        """Visible messages in seq order, as (messages, has_more).
+
+        With ``after_seq``: the oldest ``limit`` after it (catching up). Otherwise the newest
+        ``limit`` before ``before_seq``, or the newest of all (opening a room, scroll-back).
+        """
+        limit = max(1, min(int(limit), 500))
+        qs = (
+            Message.objects.filter(conversation=self.conversation, seq__isnull=False)
+            .select_related("sender")
+            .prefetch_related("attachments")
+        )
+        if before_seq is not None:
+            qs = qs.filter(seq__lt=before_seq)
+        if after_seq is not None:
+            rows = list(qs.filter(seq__gt=after_seq).order_by("seq")[: limit + 1])
+            return rows[:limit], len(rows) > limit
+        rows = list(qs.order_by("-seq")[: limit + 1])
+        return list(reversed(rows[:limit])), len(rows) > limit
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _new_participant(
+        self,
+        name: str,
+        kind: str,
+        *,
+        user=None,
+        bot_name: str = "",
+        role: str = Participant.Role.MEMBER,
+        announce: bool = True,
+    ) -> Participant:
+        conv = Conversation.objects.select_for_update().get(pk=self.conversation.pk)
+        if conv.status != Conversation.Status.OPEN:
+            raise ConversationEnded("this conversation has ended")
+        active = conv.participants.filter(left_at__isnull=True, banned=False).count()
+        if active >= self.limits["MAX_PARTICIPANTS"]:
+            raise ConversationFull(f"at most {self.limits['MAX_PARTICIPANTS']} participants")
+        participant = Participant(
+            conversation=conv,
+            name=name,
+            kind=kind,
+            bot_name=bot_name,
+            role=role,
+            user=user if user is not None and getattr(user, "is_authenticated", False) else None,
+        )
+        token, participant.token_hash = new_token(participant.id)
+        participant.save(force_insert=True)
+        participant.token = token  # shown once, never stored
+        if announce:
+            self.generate_participant_joined_system_message(participant.id)
+        return participant
+
+    def _check_member_of_conversation(self, participant: Participant) -> None:
+        if participant.conversation_id != self.conversation.pk:
+            raise NotParticipant("not a participant of this conversation")
+
+    def _refresh_participant(self, participant: Participant) -> Participant:
+        """Mute, ban and leave may have changed in another process: read them now."""
+        try:
+            return Participant.objects.get(pk=participant.pk)
+        except Participant.DoesNotExist:
+            raise NotParticipant("not a participant of this conversation") from None
+
+    def _check_can_send(self, participant: Participant) -> None:
+        if participant.banned:
+            raise Banned("you are banned from this conversation")
+        if participant.left_at is not None:
+            raise NotParticipant("you have left this conversation", code="left")
+        if participant.is_muted():
+            raise Muted(f"you are muted until {participant.muted_until.isoformat()}")
+
+    def _check_rate(self, participant: Participant) -> None:
+        window = self.limits["RATE_LIMIT_WINDOW"]
+        allowed = self.limits["RATE_LIMIT_MESSAGES"]
+        since = timezone.now() - timedelta(seconds=window)
+        recent = Message.objects.filter(sender=participant, created_at__gte=since).count()
+        if recent >= allowed:
+            raise RateLimited(f"at most {allowed} messages per {window} s; slow down")
+
+    def _existing(self, participant: Participant, client_id: str) -> Message | None:
+        message = (
+            Message.objects.filter(sender=participant, client_id=client_id)
+            .select_related("sender")
+            .prefetch_related("attachments")
+            .first()
+        )
+        if message is not None:
+            message.created = False
+        return message
+
+    def _validate_message_data(self, participant: Participant, raw: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(raw, Mapping):
+            raise InvalidInput("a message is a JSON object")
+        text = raw.get("text", "") or ""
+        if not isinstance(text, str):
+            raise InvalidInput("text must be a string", code="invalid_text")
+        if len(text) > self.limits["MAX_TEXT_LENGTH"]:
+            raise TextTooLong(f"text is {len(text)} characters; the limit is {self.limits['MAX_TEXT_LENGTH']}")
+        client_id = raw.get("client_id")
+        if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
+            raise InvalidInput("client_id must be a string of 1 to 64 characters", code="invalid_client_id")
+        attachment_ids = raw.get("attachments") or []
+        if not isinstance(attachment_ids, list) or not all(isinstance(a, str) for a in attachment_ids):
+            raise InvalidInput("attachments must be a list of attachment ids", code="invalid_attachments")
+        if len(attachment_ids) > self.limits["MAX_ATTACHMENTS_PER_MESSAGE"]:
+            raise InvalidInput(
+                f"at most {self.limits['MAX_ATTACHMENTS_PER_MESSAGE']} attachments per message",
+                code="too_many_attachments",
+            )
+        try:
+            attachment_ids = list(dict.fromkeys(uuid.UUID(a) for a in attachment_ids))
+        except ValueError:
+            raise InvalidInput("attachments must be a list of attachment ids", code="invalid_attachments") from None
+        kind = raw.get("kind") or Message.Kind.TEXT
+        allowed = BOT_KINDS if participant.is_bot else HUMAN_KINDS | ATTACHMENT_KINDS
+        if kind not in allowed:
+            raise InvalidInput(f"kind {kind!r} cannot be sent by a {participant.kind}", code="invalid_kind")
+        payload = raw.get("data") or {}
+        if not isinstance(payload, dict):
+            raise InvalidInput("data must be a JSON object", code="invalid_data")
+        if kind == Message.Kind.LOCATION:
+            _check_location(payload)
+        quoted = raw.get("quoted_message_id")
+        quoted_id = None
+        if quoted is not None:
+            try:
+                quoted_id = uuid.UUID(str(quoted))
+            except ValueError:
+                raise InvalidInput("quoted_message_id is not a message id", code="invalid_quote") from None
+            if not Message.objects.filter(pk=quoted_id, conversation=self.conversation).exists():
+                raise InvalidInput("the quoted message is not in this conversation", code="invalid_quote")
+        if not text.strip() and not attachment_ids and not payload:
+            raise InvalidInput("an empty message", code="empty_message")
+        return {
+            "text": text,
+            "client_id": client_id,
+            "attachments": attachment_ids,
+            "kind": kind,
+            "data": payload,
+            "quoted_message_id": quoted_id,
+        }
+
+    def _needs_approval(self, participant: Participant) -> bool:
+        mode = self.conversation.premoderation
+        if participant.role in (Participant.Role.MODERATOR, Participant.Role.OWNER) and participant.is_bot:
+            return False
+        if mode == Conversation.Premoderation.ALL:
+            return participant.role == Participant.Role.MEMBER
+        if mode == Conversation.Premoderation.BOTS:
+            return participant.is_bot
+        return False
+
+    def _insert_message(self, participant: Participant, data: dict[str, Any]) -> Message:
+        pending = self._needs_approval(participant)
+        seq = self._allocate_seq() if not pending else self._check_open()
+        kind = data["kind"]
+        attachments = []
+        if data["attachments"]:
+            attachments = list(
+                Attachment.objects.select_for_update().filter(
+                    pk__in=data["attachments"], uploader=participant, message__isnull=True
+                )
+            )
+            if len(attachments) != len(data["attachments"]):
+                raise InvalidInput("unknown or already used attachment", code="invalid_attachments")
+            if kind == Message.Kind.TEXT:
+                kind = attachments[0].kind
+        message = Message.objects.create(
+            conversation_id=self.conversation.pk,
+            seq=seq,
+            sender=participant,
+            kind=kind,
+            text=data["text"],
+            data=data["data"],
+            quoted_message_id=data["quoted_message_id"],
+            client_id=data["client_id"],
+            approval=Message.Approval.PENDING if pending else Message.Approval.AUTO,
+        )
+        if attachments:
+            Attachment.objects.filter(pk__in=[a.pk for a in attachments]).update(message=message)
+        message.created = True
+        if not pending:
+            transaction.on_commit(lambda: self._fan_out(message))
+        return message
+
+    def _check_open(self) -> None:
+        status = Conversation.objects.filter(pk=self.conversation.pk).values_list("status", flat=True).first()
+        if status != Conversation.Status.OPEN:
+            raise ConversationEnded("this conversation has ended")
+
+    def _allocate_seq(self) -> int:
+        """Take the next seq under the conversation's row lock (held until commit), so numbers
+        are gap-free and unique under any concurrency; refuse if the conversation has ended."""
+        pk = Conversation._meta.pk.get_db_prep_value(self.conversation.pk, connection)
+        table = Conversation._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET next_seq = next_seq + 1 WHERE id = %s AND status = %s RETURNING next_seq - 1",
+                [pk, Conversation.Status.OPEN],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise ConversationEnded("this conversation has ended")
+        return row[0]
+
+    def _system_message(
+        self, event: str, participant: Participant | None, text: str, extra: Mapping[str, Any] | None = None
+    ) -> Message:
+        data: dict[str, Any] = {"event": event}
+        if participant is not None:
+            data["participant"] = protocol.sender_to_dict(participant)
+        if extra:
+            data.update(extra)
+        message = Message.objects.create(
+            conversation_id=self.conversation.pk,
+            seq=self._allocate_seq(),
+            sender=None,
+            kind=Message.Kind.SYSTEM,
+            text=text,
+            data=data,
+        )
+        message.created = True
+        transaction.on_commit(lambda: events.message_created(message))
+        return message
+
+    def _active_bots(self) -> list[Participant]:
+        return list(
+            Participant.objects.filter(
+                conversation_id=self.conversation.pk, kind=Participant.Kind.BOT, left_at__isnull=True, banned=False
+            )
+        )
+
+    def _fan_out(self, message: Message) -> None:
+        events.message_created(message)
+        for bot in self._active_bots():
+            if bot.pk != message.sender_id:
+                self.deliver_message_to_bot(message, bot)
+
+    def _status_to_bots(
+        self, event: str, participant: Participant | None, *, exclude: Participant | None = None
+    ) -> None:
+        status = {"event": event, "participant": protocol.sender_to_dict(participant)}
+
+        def send() -> None:
+            for bot in self._active_bots():
+                if exclude is None or bot.pk != exclude.pk:
+                    self.deliver_status_to_bot(status, bot)
+
+        transaction.on_commit(send)
+
+
+def _check_location(payload: Mapping[str, Any]) -> None:
+    lat, lon = payload.get("latitude"), payload.get("longitude")
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lat, lon))
+    if not ok or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise InvalidInput(
+            "a location needs numeric latitude (-90..90) and longitude (-180..180)", code="invalid_location"
+        )

@@ -1,0 +1,62 @@
+"""ChatLimits: the sizes and rates a conversation enforces, with overridable defaults."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from django.conf import settings
+
+
+class ChatLimits(TypedDict):
+    MAX_ATTACHMENT_SIZE: int  # bytes, any file that is not one of the kinds below
+    MAX_IMAGE_SIZE: int
+    MAX_VIDEO_SIZE: int
+    MAX_AUDIO_SIZE: int
+    MAX_VOICE_SIZE: int
+    MAX_TEXT_LENGTH: int  # characters
+    MAX_ATTACHMENTS_PER_MESSAGE: int
+    MAX_PARTICIPANTS: int  # per conversation, bots included
+    RATE_LIMIT_MESSAGES: int  # messages per participant ...
+    RATE_LIMIT_WINDOW: int  # ... per this many seconds
+    MAX_FRAME_SIZE: int  # bytes of one WebSocket frame
+
+
+MB = 1024 * 1024
+
+DEFAULT_LIMITS: ChatLimits = {
+    "MAX_ATTACHMENT_SIZE": 10 * MB,
+    "MAX_IMAGE_SIZE": 5 * MB,
+    "MAX_VIDEO_SIZE": 50 * MB,
+    "MAX_AUDIO_SIZE": 20 * MB,
+    "MAX_VOICE_SIZE": 5 * MB,
+    "MAX_TEXT_LENGTH": 4000,
+    "MAX_ATTACHMENTS_PER_MESSAGE": 10,
+    "MAX_PARTICIPANTS": 200,
+    "RATE_LIMIT_MESSAGES": 30,
+    "RATE_LIMIT_WINDOW": 10,
+    "MAX_FRAME_SIZE": 64 * 1024,
+}
+
+SIZE_LIMIT_BY_KIND = {
+    "file": "MAX_ATTACHMENT_SIZE",
+    "image": "MAX_IMAGE_SIZE",
+    "video": "MAX_VIDEO_SIZE",
+    "audio": "MAX_AUDIO_SIZE",
+    "voice": "MAX_VOICE_SIZE",
+}
+
+
+def get_limits() -> ChatLimits:
+    """The limits in force: defaults overridden by ``settings.CHAT_LIMITS`` (unknown keys refused)."""
+    overrides = getattr(settings, "CHAT_LIMITS", {}) or {}
+    unknown = set(overrides) - set(DEFAULT_LIMITS)
+    if unknown:
+        raise ValueError(f"Unknown CHAT_LIMITS keys: {sorted(unknown)}")
+    limits = dict(DEFAULT_LIMITS)
+    limits.update({key: int(value) for key, value in overrides.items()})
+    return limits  # type: ignore[return-value]
+
+
+def max_upload_size(limits: ChatLimits) -> int:
+    """The largest file any kind accepts: bigger uploads are refused before they are sniffed."""
+    return max(limits[key] for key in SIZE_LIMIT_BY_KIND.values())
