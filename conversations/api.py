@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404, HttpRequest
-from ninja import File, Form, NinjaAPI, Schema, UploadedFile
+from ninja import File, Form, NinjaAPI, Schema, Status, UploadedFile
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
@@ -225,12 +225,15 @@ def create_conversation(request: HttpRequest, body: CreateIn):
     chat, participants = Chat.create(body.name, body.nickname, body.bots, user=user)
     me = participants[0]
     remember_in_session(request.session, me)
-    return 201, {
-        "conversation": protocol.conversation_to_dict(chat.conversation),
-        "participant": protocol.participant_to_dict(me),
-        "token": me.token,
-        "participants": [protocol.participant_to_dict(p) for p in participants],
-    }
+    return Status(
+        201,
+        {
+            "conversation": protocol.conversation_to_dict(chat.conversation),
+            "participant": protocol.participant_to_dict(me),
+            "token": me.token,
+            "participants": [protocol.participant_to_dict(p) for p in participants],
+        },
+    )
 
 
 @api.post("/conversations/{conversation_id}/join", response={201: JoinedOut, **ERRORS}, tags=["conversations"])
@@ -240,7 +243,7 @@ def join_conversation(request: HttpRequest, conversation_id: str, body: JoinIn):
     user = request.user if request.user.is_authenticated else None
     participant = chat.join(body.nickname, user=user)
     remember_in_session(request.session, participant)
-    return 201, {"participant": protocol.participant_to_dict(participant), "token": participant.token}
+    return Status(201, {"participant": protocol.participant_to_dict(participant), "token": participant.token})
 
 
 @api.get("/conversations/{conversation_id}", response={200: ConversationDetailOut, **ERRORS}, tags=["conversations"])
@@ -289,7 +292,7 @@ def post_message(request: HttpRequest, conversation_id: str, body: MessageIn):
     the same ``client_id`` answers 200 with the stored message."""
     chat = _chat_or_404(conversation_id)
     message = chat.save_message(_participant(request, chat), body.dict())
-    return (201 if message.created else 200), protocol.message_to_dict(message)
+    return Status(201 if message.created else 200, protocol.message_to_dict(message))
 
 
 @api.post("/conversations/{conversation_id}/attachments", response={201: UploadOut, **ERRORS}, tags=["messages"])
@@ -299,7 +302,7 @@ def upload_attachment(request: HttpRequest, conversation_id: str, file: File[Upl
     chat = _chat_or_404(conversation_id)
     participant = _participant(request, chat)
     attachment = store_upload(chat, participant, file, voice=(kind == "voice"))
-    return 201, {"attachment": protocol.attachment_to_dict(attachment)}
+    return Status(201, {"attachment": protocol.attachment_to_dict(attachment)})
 
 
 @api.get("/limits", tags=["meta"])

@@ -8,7 +8,7 @@ import os
 # Isolate this run's channel-layer keys in a shared Redis (read by settings at import).
 os.environ.setdefault("CHANNEL_PREFIX", f"chatroom-test-{os.getpid()}")
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)
