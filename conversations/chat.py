@@ -138,14 +138,18 @@ class Chat:
         ):
             raise Banned("you are banned from this conversation")
         with transaction.atomic():
-            return self._new_participant(clean_nickname(nickname), Participant.Kind.HUMAN, user=user)
+            participant = self._new_participant(clean_nickname(nickname), Participant.Kind.HUMAN, user=user)
+            self._participants_changed()
+        return participant
 
     def add_bot(self, bot_name: str) -> Participant:
         """Bring an installed bot into the conversation."""
         if bot_name not in bot_directory.installed_bots():
             raise UnknownBot(f"unknown bot: {bot_name}")
         with transaction.atomic():
-            return self._new_participant(bot_name, Participant.Kind.BOT, bot_name=bot_name)
+            participant = self._new_participant(bot_name, Participant.Kind.BOT, bot_name=bot_name)
+            self._participants_changed()
+        return participant
 
     def generate_participant_joined_system_message(self, participant_id: uuid.UUID) -> Message:
         participant = Participant.objects.get(pk=participant_id, conversation=self.conversation)
@@ -164,6 +168,7 @@ class Chat:
             text = f"{participant.name} left" if event == "left" else f"{participant.name} was removed"
             message = self._system_message(event, participant, text, extra={"reason": reason} if reason else None)
             self._status_to_bots(event, participant, exclude=participant)
+            self._participants_changed()
         return message
 
     def end(self, *, by: Participant | None = None, reason: str = "") -> Message | None:
@@ -276,6 +281,52 @@ class Chat:
             }
         )
 
+    def mark_read(self, participant: Participant, seq: int) -> int:
+        """Record that a participant has read up to ``seq`` (never moves back); tell the room."""
+        self._check_member_of_conversation(participant)
+        if seq < 0:
+            raise InvalidInput("seq must not be negative", code="invalid_field")
+        updated = Participant.objects.filter(pk=participant.pk, last_read_seq__lt=seq).update(last_read_seq=seq)
+        if updated:
+            participant.last_read_seq = seq
+            events.send_frame(self.conversation.pk, {"type": "read", "participant_id": str(participant.pk), "seq": seq})
+        return max(seq, participant.last_read_seq)
+
+    def set_typing(self, participant: Participant, active: bool, *, ttl: int = 6) -> None:
+        """Tell the room (and its bots) that someone is typing; ``ttl`` seconds without a
+        refresh and clients drop the indicator by themselves."""
+        self._check_member_of_conversation(participant)
+        events.send_frame(
+            self.conversation.pk,
+            {"type": "typing", "participant_id": str(participant.pk), "active": bool(active), "ttl": ttl},
+        )
+        status = {"event": "typing", "participant": protocol.sender_to_dict(participant), "active": bool(active)}
+        for bot in self._active_bots():
+            if bot.pk != participant.pk:
+                self.deliver_status_to_bot(status, bot)
+
+    def choose_option(
+        self, participant: Participant, message_id: str, value: Any, client_id: str | None = None
+    ) -> Message:
+        """Answer an options message: the choice is a message that quotes the offer."""
+        try:
+            offer = Message.objects.get(pk=message_id, conversation=self.conversation, kind=Message.Kind.OPTIONS)
+        except (Message.DoesNotExist, ValueError, ValidationError):
+            raise InvalidInput("no options message with that id here", code="invalid_option") from None
+        options = offer.data.get("options") or []
+        chosen = next((o for o in options if isinstance(o, dict) and o.get("value") == value), None)
+        if chosen is None:
+            raise InvalidInput("that value is not one of the options", code="invalid_option")
+        return self.save_message(
+            participant,
+            {
+                "client_id": client_id,
+                "text": str(chosen.get("label", value)),
+                "data": {"option": {"message_id": str(offer.pk), "value": value}},
+                "quoted_message_id": str(offer.pk),
+            },
+        )
+
     # ---- queries --------------------------------------------------------------------------
 
     def participant_for(self, participant_id: uuid.UUID | str) -> Participant:
@@ -342,11 +393,18 @@ class Chat:
             raise NotParticipant("not a participant of this conversation")
 
     def _refresh_participant(self, participant: Participant) -> Participant:
-        """Mute, ban and leave may have changed in another process: read them now."""
+        """Mute, ban, leave and the conversation's settings may have changed in another process
+        (the admin, a moderator): read them now, in one query."""
         try:
-            return Participant.objects.get(pk=participant.pk)
+            fresh = Participant.objects.select_related("conversation").get(pk=participant.pk)
         except Participant.DoesNotExist:
             raise NotParticipant("not a participant of this conversation") from None
+        self.conversation = fresh.conversation
+        return fresh
+
+    def _participants_changed(self) -> None:
+        conversation_id = self.conversation.pk
+        transaction.on_commit(lambda: events.participants_changed(conversation_id))
 
     def _check_can_send(self, participant: Participant) -> None:
         if participant.banned:

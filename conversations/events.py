@@ -13,8 +13,8 @@ from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
-from . import protocol
-from .models import Message
+from . import presence, protocol
+from .models import Message, Participant
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +26,33 @@ def group_name(conversation_id) -> str:
     return f"conv.{conversation_id}"
 
 
-def send_frame(conversation_id, frame: dict[str, Any]) -> None:
-    """Send one server->client frame to every socket of the conversation."""
+def participant_group(participant_id) -> str:
+    """Every socket of one participant (for kicks and frames meant for them alone)."""
+    return f"participant.{participant_id}"
+
+
+def send_frame(conversation_id, frame: dict[str, Any], *, seq: int | None = None) -> None:
+    """Send one server->client frame to every socket of the conversation.
+
+    ``seq`` travels beside the text so a socket that is replaying history can drop a live
+    frame it has already sent without parsing it.
+    """
     layer = get_channel_layer()
     if layer is None:
         return
-    text = protocol.dumps(frame)
+    event = {"type": "chat.frame", "text": protocol.dumps(frame)}
+    if seq is not None:
+        event["seq"] = seq
     try:
-        async_to_sync(layer.group_send)(group_name(conversation_id), {"type": "chat.frame", "text": text})
+        async_to_sync(layer.group_send)(group_name(conversation_id), event)
     except ChannelFull:  # pragma: no cover - capacity is sized for bursts; clients resume by seq
         logger.error("channel layer full for conversation %s; clients will resume by seq", conversation_id)
 
 
 def message_created(message: Message) -> None:
-    send_frame(message.conversation_id, {"type": "message.new", "message": protocol.message_to_dict(message)})
+    send_frame(
+        message.conversation_id, {"type": "message.new", "message": protocol.message_to_dict(message)}, seq=message.seq
+    )
 
 
 def message_updated(message: Message) -> None:
@@ -55,3 +68,27 @@ def send_to_bots(payload: dict[str, Any]) -> None:
         async_to_sync(layer.send)(BOT_CHANNEL, payload)
     except ChannelFull:
         logger.error("bot channel full: delivery %s to %s dropped", payload.get("type"), payload.get("participant_id"))
+
+
+def participants_frame(conversation_id) -> dict[str, Any]:
+    """Everyone in the room (not left, not banned), each with an ``online`` flag."""
+    online = presence.store().online(conversation_id)
+    people = Participant.objects.filter(conversation_id=conversation_id, left_at__isnull=True, banned=False)
+    return {
+        "type": "participants",
+        "participants": [protocol.participant_to_dict(p, online=p.is_bot or str(p.pk) in online) for p in people],
+    }
+
+
+def participants_changed(conversation_id) -> None:
+    send_frame(conversation_id, participants_frame(conversation_id))
+
+
+def close_participant(participant_id, code: int, reason: str = "") -> None:
+    """Close every socket of one participant (kick, ban), in every process."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    async_to_sync(layer.group_send)(
+        participant_group(participant_id), {"type": "chat.close", "code": code, "reason": reason}
+    )

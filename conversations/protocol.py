@@ -10,6 +10,7 @@ from django.core import signing
 from django.core.serializers.json import DjangoJSONEncoder
 from django.urls import reverse
 
+from .errors import ChatError
 from .models import Attachment, Conversation, Message, Participant
 
 ATTACHMENT_SALT = "conversations.attachment"
@@ -95,3 +96,73 @@ def message_to_dict(message: Message) -> dict[str, Any]:
         "created_at": isoformat(message.created_at),
         "edited_at": isoformat(message.edited_at),
     }
+
+
+# ---- client -> server frames ---------------------------------------------------------------
+
+
+class ProtocolError(ChatError):
+    """A frame that cannot be understood; the socket stays open."""
+
+    code = "bad_frame"
+    status = 400
+
+
+# type -> {field: (types, required)}; anything else in a frame is ignored.
+CLIENT_FRAMES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "message.send": {
+        "client_id": ((str,), True),
+        "text": ((str,), False),
+        "kind": ((str,), False),
+        "data": ((dict,), False),
+        "attachments": ((list,), False),
+        "quoted_message_id": ((str,), False),
+    },
+    "resume": {"after_seq": ((int,), True)},
+    "typing": {"active": ((bool,), True)},
+    "read": {"seq": ((int,), True)},
+    "option.choose": {
+        "message_id": ((str,), True),
+        "value": ((str, int, float, bool), True),
+        "client_id": ((str,), False),
+    },
+    "ping": {},
+}
+
+
+def parse(text: str | None, max_size: int) -> dict[str, Any]:
+    """Validate one client frame and return it as a dict; raise ProtocolError with a code."""
+    if text is None:
+        raise ProtocolError("frames are JSON text, not binary", code="bad_json")
+    if len(text) > max_size:
+        raise ProtocolError(f"a frame may be at most {max_size} bytes", code="frame_too_large")
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("a frame is one JSON object", code="bad_json") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("a frame is one JSON object", code="bad_json")
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("every frame has a string 'type'", code="missing_field")
+    spec = CLIENT_FRAMES.get(kind)
+    if spec is None:
+        raise ProtocolError(f"unknown frame type {kind!r}", code="unknown_type")
+    for field, (types, required) in spec.items():
+        if field not in frame or frame[field] is None:
+            if required:
+                raise ProtocolError(f"{kind} needs '{field}'", code="missing_field")
+            continue
+        value = frame[field]
+        # bool is an int in Python; a seq of true is still not a number.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ProtocolError(f"'{field}' must be {names}", code="invalid_field")
+    return frame
+
+
+def error_frame(error: ChatError, client_id: str | None = None) -> dict[str, Any]:
+    frame = {"type": "error", "code": error.code, "detail": error.detail}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame

@@ -1,0 +1,237 @@
+"""The conversation WebSocket (``/ws/conversations/<id>/``). Thin: parse, call Chat, send.
+
+Order and completeness: the socket joins the conversation's group before it reads history, and
+Channels hands a consumer one event at a time, so live frames that arrive during a replay wait
+until it ends; a live frame whose ``seq`` the replay already sent is dropped. The client sees
+every message once, in ``seq`` order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from . import events, presence, protocol
+from .auth import authorize
+from .chat import Chat
+from .errors import ChatError, NotFound, NotParticipant, RateLimited
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+REPLAY_PAGE = 500
+
+# Frames of any type a socket may send: a burst, then a steady rate (token bucket).
+FRAME_BURST = 60
+FRAME_RATE = 20.0  # per second
+
+
+class ConversationConsumer(AsyncWebsocketConsumer):
+    chat: Chat | None = None
+    participant = None
+
+    async def connect(self) -> None:
+        self.last_seq_sent = 0
+        self.typing_task: asyncio.Task | None = None
+        self.heartbeat_task: asyncio.Task | None = None
+        self.tokens, self.tokens_at = float(FRAME_BURST), time.monotonic()
+        # Accept first: a close code sent before the handshake completes never reaches the client.
+        await self.accept()
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        token = (query.get("token") or [""])[0]
+        try:
+            self.chat, self.participant = await self._authorize(
+                self.scope["url_route"]["kwargs"]["conversation_id"], token
+            )
+        except ChatError as error:
+            code = {401: CLOSE_UNAUTHENTICATED, 404: CLOSE_NOT_FOUND}.get(error.status, CLOSE_FORBIDDEN)
+            await self.send_frame(protocol.error_frame(error))
+            await self.close(code)
+            return
+        self.group = events.group_name(self.chat.conversation.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(events.participant_group(self.participant.pk), self.channel_name)
+        await self.send_frame(
+            {
+                "type": "welcome",
+                "conversation": protocol.conversation_to_dict(self.chat.conversation),
+                "participant": protocol.participant_to_dict(self.participant),
+                "last_seq": self.chat.conversation.next_seq - 1,
+            }
+        )
+        await database_sync_to_async(self._came_online)()
+        self.heartbeat_task = asyncio.create_task(self._heartbeat())
+        after = (query.get("after_seq") or [None])[0]
+        if after is not None and after.isdigit():
+            await self.replay(int(after))
+
+    async def disconnect(self, code: int) -> None:
+        for task in (self.typing_task, self.heartbeat_task):
+            if task is not None:
+                task.cancel()
+        if self.chat is None or self.participant is None:
+            return
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.channel_layer.group_discard(events.participant_group(self.participant.pk), self.channel_name)
+        try:
+            await database_sync_to_async(self._went_offline)()
+        except Exception:  # never let a presence hiccup turn a close into a crash
+            logger.exception("presence update failed on disconnect")
+
+    # ---- client frames --------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.chat is None:
+            return
+        client_id = None
+        try:
+            self._spend_token()
+            frame = protocol.parse(text_data, self.chat.limits["MAX_FRAME_SIZE"])
+            client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
+            handler = getattr(self, "on_" + frame["type"].replace(".", "_"))
+            await handler(frame)
+        except ChatError as error:
+            await self.send_frame(protocol.error_frame(error, client_id))
+        except Exception:
+            logger.exception("frame from participant %s failed", getattr(self.participant, "pk", None))
+            await self.send_frame(
+                {
+                    "type": "error",
+                    "code": "internal",
+                    "detail": "the server could not do that",
+                    **({"client_id": client_id} if client_id else {}),
+                }
+            )
+
+    async def on_message_send(self, frame: dict[str, Any]) -> None:
+        message = await database_sync_to_async(self.chat.save_message)(self.participant, frame)
+        await self.send_frame(
+            {
+                "type": "message.ack",
+                "client_id": frame["client_id"],
+                "id": str(message.id),
+                "seq": message.seq,
+                "approval": message.approval,
+            }
+        )
+        if self.typing_task is not None:
+            await self.on_typing({"active": False})
+
+    async def on_option_choose(self, frame: dict[str, Any]) -> None:
+        message = await database_sync_to_async(self.chat.choose_option)(
+            self.participant, frame["message_id"], frame["value"], frame.get("client_id")
+        )
+        await self.send_frame(
+            {
+                "type": "message.ack",
+                "client_id": frame.get("client_id"),
+                "id": str(message.id),
+                "seq": message.seq,
+                "approval": message.approval,
+            }
+        )
+
+    async def on_resume(self, frame: dict[str, Any]) -> None:
+        await self.replay(max(0, frame["after_seq"]))
+
+    async def on_typing(self, frame: dict[str, Any]) -> None:
+        active = frame["active"]
+        if self.typing_task is not None:
+            self.typing_task.cancel()
+            self.typing_task = None
+        await database_sync_to_async(self.chat.set_typing)(self.participant, active)
+        if active:
+            self.typing_task = asyncio.create_task(self._typing_expires())
+
+    async def on_read(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(self.chat.mark_read)(self.participant, frame["seq"])
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_frame({"type": "pong"})
+
+    # ---- replay ---------------------------------------------------------------------------
+
+    async def replay(self, after_seq: int) -> None:
+        """Send every visible message after ``after_seq`` from the database, oldest first."""
+        cursor = max(after_seq, 0)
+        while True:
+            messages, has_more = await database_sync_to_async(self._history_page)(cursor)
+            for text, seq in messages:
+                if seq > self.last_seq_sent:
+                    await self.send(text_data=text)
+                    self.last_seq_sent = seq
+                cursor = seq
+            if not has_more:
+                break
+
+    def _history_page(self, after_seq: int) -> tuple[list[tuple[str, int]], bool]:
+        messages, has_more = self.chat.history(after_seq=after_seq, limit=REPLAY_PAGE)
+        return [
+            (protocol.dumps({"type": "message.new", "message": protocol.message_to_dict(m)}), m.seq) for m in messages
+        ], has_more
+
+    # ---- group events ---------------------------------------------------------------------
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        seq = event.get("seq")
+        if seq is not None:
+            if seq <= self.last_seq_sent:
+                return  # already sent by a replay
+            self.last_seq_sent = seq
+        await self.send(text_data=event["text"])
+
+    async def chat_close(self, event: dict[str, Any]) -> None:
+        if event.get("reason"):
+            await self.send_frame({"type": "error", "code": "removed", "detail": event["reason"]})
+        await self.close(event.get("code", CLOSE_FORBIDDEN))
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=protocol.dumps(frame))
+
+    def _spend_token(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(FRAME_BURST, self.tokens + (now - self.tokens_at) * FRAME_RATE)
+        self.tokens_at = now
+        if self.tokens < 1:
+            raise RateLimited("too many frames; slow down")
+        self.tokens -= 1
+
+    @database_sync_to_async
+    def _authorize(self, conversation_id: str, token: str):
+        chat = Chat.get_chat(conversation_id)
+        if chat is None:
+            raise NotFound("no such conversation")
+        participant = authorize(chat.conversation, token, self.scope.get("session"))
+        if participant.left_at is not None:
+            raise NotParticipant("you have left this conversation", code="left")
+        return chat, participant
+
+    def _came_online(self) -> None:
+        presence.store().touch(self.chat.conversation.pk, self.participant.pk, self.channel_name)
+        events.participants_changed(self.chat.conversation.pk)
+
+    def _went_offline(self) -> None:
+        presence.store().remove(self.chat.conversation.pk, self.participant.pk, self.channel_name)
+        events.participants_changed(self.chat.conversation.pk)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(presence.REFRESH_SECONDS)
+            await database_sync_to_async(presence.store().touch)(
+                self.chat.conversation.pk, self.participant.pk, self.channel_name
+            )
+
+    async def _typing_expires(self) -> None:
+        await asyncio.sleep(6)
+        self.typing_task = None
+        await database_sync_to_async(self.chat.set_typing)(self.participant, False)
