@@ -117,6 +117,7 @@ class ParticipantOut(Schema):
     left_at: str | None
     muted_until: str | None
     banned: bool
+    last_read_seq: int
 
 
 class SenderOut(Schema):

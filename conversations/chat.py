@@ -292,10 +292,11 @@ class Chat:
             events.send_frame(self.conversation.pk, {"type": "read", "participant_id": str(participant.pk), "seq": seq})
         return max(seq, participant.last_read_seq)
 
-    def set_typing(self, participant: Participant, active: bool, *, ttl: int = 6) -> None:
+    def set_typing(self, participant: Participant, active: bool) -> None:
         """Tell the room (and its bots) that someone is typing; ``ttl`` seconds without a
-        refresh and clients drop the indicator by themselves."""
+        refresh and clients drop the indicator by themselves (the server also sends the end)."""
         self._check_member_of_conversation(participant)
+        ttl = self.limits["TYPING_TTL"]
         events.send_frame(
             self.conversation.pk,
             {"type": "typing", "participant_id": str(participant.pk), "active": bool(active), "ttl": ttl},

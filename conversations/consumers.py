@@ -29,9 +29,6 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 REPLAY_PAGE = 500
 
-# Frames of any type a socket may send: a burst, then a steady rate (token bucket).
-FRAME_BURST = 60
-FRAME_RATE = 20.0  # per second
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
@@ -42,7 +39,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.last_seq_sent = 0
         self.typing_task: asyncio.Task | None = None
         self.heartbeat_task: asyncio.Task | None = None
-        self.tokens, self.tokens_at = float(FRAME_BURST), time.monotonic()
         # Accept first: a close code sent before the handshake completes never reaches the client.
         await self.accept()
         query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -56,6 +52,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.send_frame(protocol.error_frame(error))
             await self.close(code)
             return
+        self.tokens, self.tokens_at = float(self.chat.limits["FRAME_BURST"]), time.monotonic()
         self.group = events.group_name(self.chat.conversation.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_add(events.participant_group(self.participant.pk), self.channel_name)
@@ -74,11 +71,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.replay(int(after))
 
     async def disconnect(self, code: int) -> None:
+        was_typing = self.typing_task is not None
         for task in (self.typing_task, self.heartbeat_task):
             if task is not None:
                 task.cancel()
         if self.chat is None or self.participant is None:
             return
+        if was_typing:  # a client that vanishes does not stay "typing"
+            await database_sync_to_async(self.chat.set_typing)(self.participant, False)
         await self.channel_layer.group_discard(self.group, self.channel_name)
         await self.channel_layer.group_discard(events.participant_group(self.participant.pk), self.channel_name)
         try:
@@ -200,7 +200,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     def _spend_token(self) -> None:
         now = time.monotonic()
-        self.tokens = min(FRAME_BURST, self.tokens + (now - self.tokens_at) * FRAME_RATE)
+        limits = self.chat.limits
+        self.tokens = min(limits["FRAME_BURST"], self.tokens + (now - self.tokens_at) * limits["FRAME_RATE"])
         self.tokens_at = now
         if self.tokens < 1:
             raise RateLimited("too many frames; slow down")
@@ -232,6 +233,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             )
 
     async def _typing_expires(self) -> None:
-        await asyncio.sleep(6)
+        await asyncio.sleep(self.chat.limits["TYPING_TTL"])
         self.typing_task = None
         await database_sync_to_async(self.chat.set_typing)(self.participant, False)

@@ -19,6 +19,9 @@ class ChatLimits(TypedDict):
     RATE_LIMIT_MESSAGES: int  # messages per participant ...
     RATE_LIMIT_WINDOW: int  # ... per this many seconds
     MAX_FRAME_SIZE: int  # bytes of one WebSocket frame
+    FRAME_RATE: int  # frames of any type per second per socket, steady ...
+    FRAME_BURST: int  # ... after a burst of this many
+    TYPING_TTL: int  # seconds a typing indicator lives without a refresh
 
 
 MB = 1024 * 1024
@@ -35,6 +38,9 @@ DEFAULT_LIMITS: ChatLimits = {
     "RATE_LIMIT_MESSAGES": 30,
     "RATE_LIMIT_WINDOW": 10,
     "MAX_FRAME_SIZE": 64 * 1024,
+    "FRAME_RATE": 20,
+    "FRAME_BURST": 60,
+    "TYPING_TTL": 6,
 }
 
 SIZE_LIMIT_BY_KIND = {

@@ -48,6 +48,7 @@ def participant_to_dict(participant: Participant, *, online: bool | None = None)
         "left_at": isoformat(participant.left_at),
         "muted_until": isoformat(participant.muted_until),
         "banned": participant.banned,
+        "last_read_seq": participant.last_read_seq,
     }
     if online is not None:
         data["online"] = online

@@ -27,3 +27,30 @@ def make_chat(db):
         return chat, participants[0]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def daphne(django_db_setup, django_db_blocker):
+    """One live daphne for the session, on the test database (tests must use transaction=True)."""
+    from tests.live import DaphneServer
+
+    server = DaphneServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_daphne(django_db_setup):
+    """Start extra daphne processes (own env, e.g. limits or REDIS_URL); stopped after the test."""
+    from tests.live import DaphneServer
+
+    servers = []
+
+    def start(env: dict[str, str] | None = None, port: int | None = None) -> DaphneServer:
+        server = DaphneServer(env, port).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

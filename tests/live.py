@@ -1,0 +1,115 @@
+"""Real servers for tests: daphne processes on free ports, sharing the test database.
+
+A test that talks to a live server must commit its data (``transaction=True``), because the
+server is another process with its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_database_url() -> str:
+    """The URL of the database the test run created, for server processes to share it."""
+    conf = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{conf['NAME']}"
+    user = conf.get("USER") or "postgres"
+    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
+    host = conf.get("HOST") or "127.0.0.1"
+    port = conf.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{conf['NAME']}"
+
+
+class DaphneServer:
+    """One daphne process; ``start`` returns once it listens (read from its log, not slept)."""
+
+    def __init__(self, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log: list[str] = []
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATABASE_URL": test_database_url(),
+                "DJANGO_SETTINGS_MODULE": "chatroom.settings",
+                "PYTHONUNBUFFERED": "1",
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            }
+        )
+        env.update(self.extra_env)
+        if not env.get("REDIS_URL"):
+            env.pop("REDIS_URL", None)
+        return env
+
+    def start(self, timeout: float = 30) -> DaphneServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatroom.asgi:application"],
+            cwd=ROOT,
+            env=self.environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.log.append(line)
+                if "Listening on TCP address" in line:
+                    ready.set()
+            ready.set()  # exited: let start() report it
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError("daphne did not start:\n" + "".join(self.log[-40:]))
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> DaphneServer:
+        self.stop()
+        return self.start()
+
+    def tracebacks(self) -> list[str]:
+        return [line for line in self.log if "Traceback" in line]
+
+
+def limits_env(**overrides: int) -> dict[str, str]:
+    return {"CHAT_LIMITS": json.dumps(overrides)}
