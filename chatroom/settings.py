@@ -122,7 +122,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, the same as the 5 s
+                # BZPOPMIN that channels-redis blocks on: an idle consumer then dies with
+                # TimeoutError. Reads may block longer than the pop; connects may not.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
                 "group_expiry": 86400,

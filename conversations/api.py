@@ -16,8 +16,9 @@ from ninja.errors import ValidationError as NinjaValidationError
 from . import bot_directory, protocol
 from .auth import authorize, bearer_token, remember_in_session
 from .chat import Chat
-from .errors import ChatError, NotFound
+from .errors import ChatError, Forbidden, NotFound
 from .limits import get_limits
+from .models import Participant
 from .uploads import store_upload
 
 api = NinjaAPI(
@@ -264,6 +265,17 @@ def leave_conversation(request: HttpRequest, conversation_id: str):
     """Leave the conversation (a "left" system message); the token then writes nothing more."""
     chat = _chat_or_404(conversation_id)
     chat.leave(_participant(request, chat))
+    return {"ok": True}
+
+
+@api.post("/conversations/{conversation_id}/end", response={200: dict, **ERRORS}, tags=["conversations"])
+def end_conversation(request: HttpRequest, conversation_id: str):
+    """End the conversation (owner or moderator): an "ended" message, then read-only for all."""
+    chat = _chat_or_404(conversation_id)
+    participant = _participant(request, chat)
+    if participant.role not in (Participant.Role.OWNER, Participant.Role.MODERATOR):
+        raise Forbidden("only the owner or a moderator can end the conversation")
+    chat.end(by=participant)
     return {"ok": True}
 
 
