@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,18 @@ run: $(VENV)/.runtime
 	@echo ""
 	$(BIN)/daphne -b $(HOST) -p $(PORT) chatroom.asgi:application
 
-test: $(VENV)/.dev
+# The browser tests (tests/test_web_*.py) drive Debian's Chromium; install it where missing.
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
+test: $(VENV)/.dev chromium
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Load benchmark against local PostgreSQL and Redis, beside stock Channels (docs/performance.md).
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

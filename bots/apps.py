@@ -6,9 +6,12 @@ class BotsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Tell conversations/ which bots exist; it never imports bot code itself.
-        from conversations import bot_directory
+        # conversations/ emits, bots/ subscribes: it tells conversations which bots exist and
+        # takes over the deliveries Chat hands to bots (outbox + wake-up); it never imports us.
+        from conversations import bot_directory, events
 
+        from .outbox import enqueue
         from .registry import installed_bots
 
         bot_directory.register(installed_bots)
+        events.register_bot_sink(enqueue)

@@ -8,14 +8,20 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatroom.settings")
 django_asgi_app = get_asgi_application()  # populate apps before importing consumers
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from bots.worker import BotChannelConsumer, embedded_application  # noqa: E402
 from chatroom.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+# "channel": `manage.py runworker bots`. embedded_application starts the bot worker inside this
+# process on the first call when CHAT_EMBEDDED_BOT_WORKER is on (the default without Redis).
+application = embedded_application(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "channel": ChannelNameRouter({"bots": BotChannelConsumer.as_asgi()}),
+        }
+    )
 )

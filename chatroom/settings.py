@@ -125,7 +125,16 @@ if REDIS_URL:
                 # redis-py 8 reads with a 5 s socket timeout by default, the same as the 5 s
                 # BZPOPMIN that channels-redis blocks on: an idle consumer then dies with
                 # TimeoutError. Reads may block longer than the pop; connects may not.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                # redis-py's async pool holds 100 connections and then *raises* (it does not
+                # wait): 200 sockets closing at once failed their group_discard (bench/).
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 5,
+                        "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "2000")),
+                    }
+                ],
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
                 "group_expiry": 86400,
@@ -177,6 +186,10 @@ CHAT_INSTALLED_BOTS = env_json(
 )
 # Name of an installed bot that joins every conversation as its manager (unset: none).
 CHAT_BOT_MANAGER = os.environ.get("CHAT_BOT_MANAGER", "") or None
+# The bot worker runs inside daphne unless there is Redis (then: manage.py botworker); docs/bots.md.
+CHAT_EMBEDDED_BOT_WORKER = env_bool("CHAT_EMBEDDED_BOT_WORKER", not REDIS_URL)
+CHAT_BOT_TIMEOUT = float(os.environ.get("CHAT_BOT_TIMEOUT", "10"))  # seconds per delivery
+CHAT_BOT_HOP_LIMIT = int(os.environ.get("CHAT_BOT_HOP_LIMIT", "3"))  # bot-to-bot replies before bots stop hearing
 
 LOGGING = {
     "version": 1,

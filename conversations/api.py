@@ -12,14 +12,26 @@ from django.http import Http404, HttpRequest
 from ninja import File, Form, NinjaAPI, Schema, Status, UploadedFile
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
 
 from . import bot_directory, protocol
 from .auth import authorize, bearer_token, remember_in_session
 from .chat import Chat
-from .errors import ChatError, Forbidden, NotFound
+from .errors import ChatError, NotFound
 from .limits import get_limits
-from .models import Participant
 from .uploads import store_upload
+
+
+class JSONObjectParser(Parser):
+    """A JSON body must be an object: an array, a string or null would otherwise quietly
+    become the schema's defaults (e.g. create a conversation from ``[]``)."""
+
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        data = super().parse_body(request)
+        if not isinstance(data, dict):
+            raise ValueError("the request body must be a JSON object")
+        return data
+
 
 api = NinjaAPI(
     title="chatroom",
@@ -28,6 +40,7 @@ api = NinjaAPI(
     urls_namespace="api",
     docs_url="/docs",
     openapi_url="/schema",
+    parser=JSONObjectParser(),
 )
 
 
@@ -64,6 +77,8 @@ def _unauthenticated(request, exc):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):  # ninja's body parse failure
+        return _error(request, 400, "bad_json", "the request body must be one JSON object")
     return _error(request, exc.status_code, "error", str(exc))
 
 
@@ -180,6 +195,20 @@ class UploadOut(Schema):
     attachment: AttachmentOut
 
 
+class ReportIn(Schema):
+    message_id: str
+    reason: str = ""
+
+
+class ReportOut(Schema):
+    id: str
+    conversation_id: str
+    message_id: str
+    reason: str
+    status: str
+    created_at: str
+
+
 class BotOut(Schema):
     name: str
     description: str
@@ -243,7 +272,7 @@ def join_conversation(request: HttpRequest, conversation_id: str, body: JoinIn):
     """Join by link with a nickname (empty: one is generated). The token is shown once."""
     chat = _chat_or_404(conversation_id)
     user = request.user if request.user.is_authenticated else None
-    participant = chat.join(body.nickname, user=user)
+    participant = chat.join(body.nickname, user=user, session=request.session)
     remember_in_session(request.session, participant)
     return Status(201, {"participant": protocol.participant_to_dict(participant), "token": participant.token})
 
@@ -272,10 +301,7 @@ def leave_conversation(request: HttpRequest, conversation_id: str):
 def end_conversation(request: HttpRequest, conversation_id: str):
     """End the conversation (owner or moderator): an "ended" message, then read-only for all."""
     chat = _chat_or_404(conversation_id)
-    participant = _participant(request, chat)
-    if participant.role not in (Participant.Role.OWNER, Participant.Role.MODERATOR):
-        raise Forbidden("only the owner or a moderator can end the conversation")
-    chat.end(by=participant)
+    chat.end_conversation(_participant(request, chat))  # checks the role; writes the audit row
     return {"ok": True}
 
 
@@ -316,6 +342,19 @@ def upload_attachment(request: HttpRequest, conversation_id: str, file: File[Upl
     participant = _participant(request, chat)
     attachment = store_upload(chat, participant, file, voice=(kind == "voice"))
     return Status(201, {"attachment": protocol.attachment_to_dict(attachment)})
+
+
+@api.post(
+    "/conversations/{conversation_id}/reports",
+    response={201: ReportOut, 200: ReportOut, **ERRORS},
+    tags=["moderation"],
+)
+def report_message(request: HttpRequest, conversation_id: str, body: ReportIn):
+    """Report a message to the moderators (see docs/moderation.md). Reporting the same
+    message again answers 200 with the first report."""
+    chat = _chat_or_404(conversation_id)
+    report = chat.report_message(_participant(request, chat), body.message_id, body.reason)
+    return Status(201 if report.created else 200, protocol.report_to_dict(report))
 
 
 @api.get("/limits", tags=["meta"])

@@ -38,6 +38,7 @@ from .errors import (
 )
 from .limits import ChatLimits, get_limits
 from .models import Attachment, Conversation, Message, Participant
+from .moderation import ModerationMixin
 from .tokens import new_token
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ def clean_nickname(nickname: str | None) -> str:
     return name or f"Guest-{secrets.token_hex(2)}"
 
 
-class Chat:
-    """Controller of one conversation. Cheap to build; holds no cache of its own."""
+class Chat(ModerationMixin):
+    """Controller of one conversation. Cheap to build; holds no cache of its own.
+
+    Moderation (hide, approve, mute, kick, ban, reports, ...) lives in ``moderation.py``."""
 
     def __init__(self, conversation: Conversation, limits: ChatLimits | None = None) -> None:
         self.conversation = conversation
@@ -127,10 +130,14 @@ class Chat:
 
     # ---- membership -----------------------------------------------------------------------
 
-    def join(self, nickname: str | None, *, user=None) -> Participant:
-        """Add a human by link; the returned participant carries its one-time ``token``."""
+    def join(self, nickname: str | None, *, user=None, session=None) -> Participant:
+        """Add a human by link; the returned participant carries its one-time ``token``.
+
+        A banned person stays out: by their user, or by the browser ``session`` that held
+        the banned participant (see ``moderation.check_not_banned``)."""
         if self.conversation.join_policy == Conversation.JoinPolicy.INVITE:
             raise Forbidden("this conversation is by invitation only", code="invite_only")
+        self.check_not_banned(session)
         if (
             user is not None
             and user.is_authenticated
@@ -282,15 +289,22 @@ class Chat:
         )
 
     def mark_read(self, participant: Participant, seq: int) -> int:
-        """Record that a participant has read up to ``seq`` (never moves back); tell the room."""
+        """Record that a participant has read up to ``seq`` (never moves back, never past the
+        newest message); tell the room. Returns the stored read mark."""
         self._check_member_of_conversation(participant)
         if seq < 0:
             raise InvalidInput("seq must not be negative", code="invalid_field")
+        # Clamp to the newest seq: a client's larger number (even past bigint) reads nothing more.
+        newest = Conversation.objects.values_list("next_seq", flat=True).get(pk=self.conversation.pk) - 1
+        seq = min(seq, newest)
         updated = Participant.objects.filter(pk=participant.pk, last_read_seq__lt=seq).update(last_read_seq=seq)
         if updated:
             participant.last_read_seq = seq
             events.send_frame(self.conversation.pk, {"type": "read", "participant_id": str(participant.pk), "seq": seq})
-        return max(seq, participant.last_read_seq)
+            return seq
+        # Not moved: answer what is stored (the caller's object may be stale).
+        participant.last_read_seq = Participant.objects.values_list("last_read_seq", flat=True).get(pk=participant.pk)
+        return participant.last_read_seq
 
     def set_typing(self, participant: Participant, active: bool) -> None:
         """Tell the room (and its bots) that someone is typing; ``ttl`` seconds without a
@@ -413,7 +427,7 @@ class Chat:
         if participant.left_at is not None:
             raise NotParticipant("you have left this conversation", code="left")
         if participant.is_muted():
-            raise Muted(f"you are muted until {participant.muted_until.isoformat()}")
+            raise Muted(f"you are muted until {participant.muted_until.isoformat()}", until=participant.muted_until)
 
     def _check_rate(self, participant: Participant) -> None:
         window = self.limits["RATE_LIMIT_WINDOW"]

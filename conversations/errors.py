@@ -54,6 +54,10 @@ class Banned(Forbidden):
 class Muted(Forbidden):
     code = "muted"
 
+    def __init__(self, detail: str = "", *, until=None, **kwargs) -> None:
+        super().__init__(detail, **kwargs)
+        self.until = until  # when the mute ends; error frames carry it as "until"
+
 
 class ConversationEnded(ChatError):
     code = "conversation_ended"

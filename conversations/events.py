@@ -7,6 +7,7 @@ same text goes to every socket in the group (consumers forward it as is).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -59,8 +60,21 @@ def message_updated(message: Message) -> None:
     send_frame(message.conversation_id, {"type": "message.updated", "message": protocol.message_to_dict(message)})
 
 
+#: Set by the bots app (``register_bot_sink``): records each delivery in its outbox and wakes
+#: a worker. Without one, deliveries go straight to the channel as before.
+_bot_sink: Callable[[dict[str, Any]], Any] | None = None
+
+
+def register_bot_sink(sink: Callable[[dict[str, Any]], Any] | None) -> None:
+    global _bot_sink
+    _bot_sink = sink
+
+
 def send_to_bots(payload: dict[str, Any]) -> None:
     """Hand one delivery to the bot worker(s)."""
+    if _bot_sink is not None:
+        _bot_sink(payload)
+        return
     layer = get_channel_layer()
     if layer is None:
         return
@@ -82,6 +96,16 @@ def participants_frame(conversation_id) -> dict[str, Any]:
 
 def participants_changed(conversation_id) -> None:
     send_frame(conversation_id, participants_frame(conversation_id))
+
+
+def send_to_participant(participant_id, frame: dict[str, Any]) -> None:
+    """Send one frame to every socket of one participant only (e.g. their message was rejected)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    async_to_sync(layer.group_send)(
+        participant_group(participant_id), {"type": "chat.frame", "text": protocol.dumps(frame)}
+    )
 
 
 def close_participant(participant_id, code: int, reason: str = "") -> None:

@@ -208,3 +208,101 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.mime}, {self.size} B)"
+
+
+class PendingMessage(Message):
+    """The pre-moderation queue in the admin: messages waiting for approval (no seq yet)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "pending message"
+        verbose_name_plural = "pending messages (queue)"
+
+
+class Report(models.Model):
+    """A participant's complaint about a message; staff or moderators resolve or dismiss it."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+        DISMISSED = "dismissed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="reports_made")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
+    reason = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_by_participant = models.ForeignKey(
+        Participant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Reporting a message twice is one report: the second call returns the first.
+            models.UniqueConstraint(fields=["reporter", "message"], name="report_once_per_reporter_message"),
+        ]
+
+    def __str__(self) -> str:
+        return f"report on {self.message_id} ({self.status})"
+
+
+class ModerationAction(models.Model):
+    """The audit log: one row per moderation action, whoever did it (staff user, moderator
+    participant or the manager bot). Names are copied so the row stays readable after the
+    people or messages it points at are gone."""
+
+    class Action(models.TextChoices):
+        HIDE = "hide"
+        UNHIDE = "unhide"
+        APPROVE = "approve"
+        REJECT = "reject"
+        MUTE = "mute"
+        UNMUTE = "unmute"
+        KICK = "kick"
+        BAN = "ban"
+        UNBAN = "unban"
+        END = "end"
+        SETTINGS = "settings"
+        RESOLVE_REPORT = "resolve_report", "resolve report"
+        DISMISS_REPORT = "dismiss_report", "dismiss report"
+
+    conversation = models.ForeignKey(
+        Conversation, null=True, on_delete=models.SET_NULL, related_name="moderation_actions"
+    )
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_participant = models.ForeignKey(
+        Participant, null=True, blank=True, on_delete=models.SET_NULL, related_name="moderation_actions"
+    )
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=16, choices=Action.choices, db_index=True)
+    target_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    target_participant = models.ForeignKey(
+        Participant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_report = models.ForeignKey(Report, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    target_repr = models.CharField(max_length=200, blank=True)
+    reason = models.TextField(blank=True)
+    # Action details: mute's "until", settings' "before"/"after".
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(actor_user__isnull=False, actor_participant__isnull=False),
+                name="moderation_action_one_actor",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name} {self.action} {self.target_repr}".strip()

@@ -3,15 +3,18 @@ in JSON, over HTTP and over WebSockets alike (see docs/protocol.md)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
 from django.core import signing
 from django.core.serializers.json import DjangoJSONEncoder
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from .errors import ChatError
-from .models import Attachment, Conversation, Message, Participant
+from .models import Attachment, Conversation, Message, ModerationAction, Participant, Report
 
 ATTACHMENT_SALT = "conversations.attachment"
 
@@ -99,6 +102,28 @@ def message_to_dict(message: Message) -> dict[str, Any]:
     }
 
 
+def report_to_dict(report: Report) -> dict[str, Any]:
+    return {
+        "id": str(report.id),
+        "conversation_id": str(report.conversation_id),
+        "message_id": str(report.message_id),
+        "reason": report.reason,
+        "status": report.status,
+        "created_at": isoformat(report.created_at),
+    }
+
+
+def moderation_ack(action: str, target: str | None, record: ModerationAction | None) -> dict[str, Any]:
+    """The answer to a ``moderate`` frame; ``changed`` is false when there was nothing to do."""
+    return {
+        "type": "moderate.ack",
+        "action": action,
+        "target": target,
+        "changed": record is not None,
+        "id": record.pk if record is not None else None,
+    }
+
+
 # ---- client -> server frames ---------------------------------------------------------------
 
 
@@ -128,7 +153,29 @@ CLIENT_FRAMES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "client_id": ((str,), False),
     },
     "ping": {},
+    "report": {"message_id": ((str,), True), "reason": ((str,), False)},
+    # target: a message id (hide, unhide, approve, reject) or a participant id (mute, unmute,
+    # kick, ban, unban); none for end and settings. until: ISO 8601, for mute.
+    "moderate": {
+        "action": ((str,), True),
+        "target": ((str,), False),
+        "reason": ((str,), False),
+        "until": ((str,), False),
+        "premoderation": ((str,), False),
+        "join_policy": ((str,), False),
+    },
 }
+
+
+def parse_until(value: str) -> Any:
+    """An ISO 8601 date-time (a naive one is taken as UTC) -> aware datetime."""
+    try:
+        until = parse_datetime(value)
+    except ValueError:
+        until = None
+    if until is None:
+        raise ProtocolError("'until' must be an ISO 8601 date-time", code="invalid_field")
+    return until if timezone.is_aware(until) else timezone.make_aware(until, datetime.UTC)
 
 
 def parse(text: str | None, max_size: int) -> dict[str, Any]:
@@ -159,11 +206,15 @@ def parse(text: str | None, max_size: int) -> dict[str, Any]:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = " or ".join(t.__name__ for t in types)
             raise ProtocolError(f"'{field}' must be {names}", code="invalid_field")
+    if kind == "moderate" and frame.get("until") is not None:
+        frame["until"] = parse_until(frame["until"])
     return frame
 
 
 def error_frame(error: ChatError, client_id: str | None = None) -> dict[str, Any]:
     frame = {"type": "error", "code": error.code, "detail": error.detail}
+    if getattr(error, "until", None) is not None:  # Muted: when sending is allowed again
+        frame["until"] = isoformat(error.until)
     if client_id is not None:
         frame["client_id"] = client_id
     return frame

@@ -69,7 +69,11 @@ class Socket:
         url = f"{server.ws_url}/ws/conversations/{conversation_id}/?{'&'.join(query)}"
         # No client keepalive: on a loaded test machine a late pong is not what is under test.
         ws = await websockets.connect(url, origin=server.http_url, max_size=None, max_queue=None, ping_interval=None)
-        return cls(ws)
+        socket = cls(ws)
+        # The server accepts first, then authorises and subscribes: the first frame (welcome,
+        # or the error before a close) says it is ready. It stays in the backlog for the test.
+        socket.backlog.append(await socket.recv())
+        return socket
 
     async def send(self, frame: dict[str, Any] | str) -> None:
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))

@@ -1,0 +1,12 @@
+"""The echo bot: repeats what it is told. The default installed bot, and the ten-line example."""
+
+from __future__ import annotations
+
+from bots.base import Bot
+
+
+class EchoBot(Bot):
+    def on_message(self, message, context):
+        if message.text.strip():
+            return message.text
+        return f"(a {message.kind} from {message.sender_name})"

@@ -1,0 +1,130 @@
+"""Synchronous steps of a delivery: load and save a Context, store a bot's replies through Chat.
+
+Replies go through the one door (``Chat.save_message``; files through ``store_upload``, so
+ChatLimits and content sniffing apply to bots as to people). A reply to a delivery gets the
+client id ``bot-<delivery id>-<n>``: a delivery run twice (at-least-once) stores each reply once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from conversations.chat import Chat
+from conversations.models import Attachment, Message, Participant
+from conversations.uploads import store_upload
+
+from . import outbox
+from .context import Context
+from .models import BotContext
+from .replies import Reply, ReplyError
+
+logger = logging.getLogger(__name__)
+
+
+def load_context(participant: Participant, start_label: str | None = "start") -> Context | None:
+    """The stored Context; a new one starting at ``start_label`` (None: return None instead)."""
+    where = {
+        "participant_id": str(participant.pk),
+        "conversation_id": str(participant.conversation_id),
+        "bot_name": participant.bot_name,
+    }
+    row = BotContext.objects.filter(participant=participant).first()
+    if row is None:
+        return Context.start(start_label, **where) if start_label is not None else None
+    return Context.from_dict(
+        {
+            "current_turn_id": row.current_turn_id,
+            "requests": row.requests,
+            "responses": row.responses,
+            "labels": row.labels,
+            "misc": row.misc,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+        },
+        **where,
+    )
+
+
+def save_context(context: Context) -> None:
+    data = context.to_dict()
+    BotContext.objects.update_or_create(
+        participant_id=context.participant_id,
+        defaults={k: data[k] for k in ("current_turn_id", "requests", "responses", "labels", "misc")},
+    )
+
+
+def import_context(participant: Participant, exported: str | dict[str, Any]) -> Context:
+    """Replace a bot participant's Context with an exported one (``Context.to_json``)."""
+    where = {"participant_id": str(participant.pk), "conversation_id": str(participant.conversation_id)}
+    if isinstance(exported, str):
+        context = Context.from_json(exported, **where)
+    else:
+        context = Context.from_dict(exported, **where)
+    save_context(context)
+    return context
+
+
+def save_replies(participant_id: str, replies: list[Reply], *, client_prefix: str | None = None) -> list[Message]:
+    """Store validated replies as messages of the bot participant, in order."""
+    participant = Participant.objects.select_related("conversation").get(pk=participant_id)
+    chat = Chat(participant.conversation)
+    saved: list[Message] = []
+    for index, reply in enumerate(replies):
+        client_id = f"{client_prefix}-{index}" if client_prefix else None
+        if client_id is not None:
+            existing = Message.objects.filter(sender=participant, client_id=client_id).first()
+            if existing is not None:
+                saved.append(existing)
+                continue
+        attachment_ids = [str(_store_file(chat, participant, reply, f).pk) for f in reply.files]
+        message = chat.save_message(
+            participant,
+            {
+                "client_id": client_id,
+                "kind": reply.kind,
+                "text": reply.text,
+                "data": reply.data,
+                "attachments": attachment_ids,
+                "quoted_message_id": reply.quote,
+            },
+        )
+        if message.approval == Message.Approval.PENDING:
+            outbox.notify_pending(message)
+        saved.append(message)
+    return saved
+
+
+def _store_file(chat: Chat, participant: Participant, reply: Reply, source) -> Attachment:
+    try:
+        content = source.read()
+    except OSError as error:
+        raise ReplyError(f"cannot read {source.path}: {error.strerror}") from None
+    attachment = store_upload(chat, participant, SimpleUploadedFile(source.name, content), voice=reply.kind == "voice")
+    if reply.kind in ("image", "audio", "video") and attachment.kind != reply.kind:
+        attachment.file.delete(save=False)
+        attachment.delete()
+        raise ReplyError(f"an {reply.kind} reply needs {reply.kind} content; {source.name!r} is {attachment.mime}")
+    return attachment
+
+
+def send_proactive(bot, replies: list[Reply], conversation_id: str) -> list[Message]:
+    """A bot speaks on its own (no delivery): as its participant in ``conversation_id``."""
+    if not conversation_id:
+        raise ValueError("this bot has no conversation yet; pass conversation_id")
+    if str(conversation_id) == str(bot.conversation_id) and bot.participant_id:
+        participant_id = bot.participant_id
+    else:
+        participant = Participant.objects.filter(
+            conversation_id=uuid.UUID(str(conversation_id)),
+            kind=Participant.Kind.BOT,
+            bot_name=bot.name,
+            left_at__isnull=True,
+        ).first()
+        if participant is None:
+            raise ValueError(f"bot {bot.name!r} is not in conversation {conversation_id}")
+        participant_id = str(participant.pk)
+    return save_replies(participant_id, replies)

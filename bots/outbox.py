@@ -1,0 +1,296 @@
+"""The outbox: which bot gets what, recorded as ``BotDelivery`` rows, plus the lane leases.
+
+``enqueue`` is registered with ``conversations.events`` as the bot sink (``BotsConfig.ready``):
+Chat's ``send_to_bots(payload)`` calls it after the message committed, in the process that
+committed it. It applies the trigger and the hop limit, writes one row, and wakes a worker (the
+local one directly, otherwise a ``bot.wake`` on the channel layer). The row is the truth; the
+wake-up only saves waiting for the next sweep.
+
+Everything here is synchronous ORM code; the worker calls it from threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from conversations import protocol
+from conversations.events import BOT_CHANNEL
+from conversations.models import Message, Participant
+
+from . import conf, registry
+from .base import mentions
+from .models import BotDelivery, BotLane
+
+logger = logging.getLogger(__name__)
+
+#: Hop of whatever a bot sends right now: the worker sets it to (delivery hop + 1) while a bot
+#: runs and its replies are saved. Unset (None) for humans; a bot message sent outside a
+#: delivery (proactive, or approved later by a moderator) counts as hop 1.
+current_hop: ContextVar[int | None] = ContextVar("bot_hop", default=None)
+
+Status = BotDelivery.Status
+
+
+# ---- the sink -----------------------------------------------------------------------------------
+
+
+def enqueue(payload: dict[str, Any]) -> BotDelivery | None:
+    """Record one delivery for one bot participant if its trigger wants it; wake a worker."""
+    try:
+        participant_id = uuid.UUID(str(payload.get("participant_id")))
+    except ValueError:
+        logger.warning("bot delivery without a valid participant_id dropped: %r", payload.get("type"))
+        return None
+    participant = Participant.objects.filter(pk=participant_id, kind=Participant.Kind.BOT).first()
+    if participant is None or not participant.is_active:
+        return None
+    spec = registry.get_spec(participant.bot_name)
+    if spec is None:
+        logger.warning("bot %r is not installed any more; delivery dropped", participant.bot_name)
+        return None
+    kind = payload.get("type")
+    message_id = None
+    if kind == "bot.message":
+        hop = _message_hop(payload, participant, spec)
+        message_id = (payload.get("message") or {}).get("id")
+        delivery_type = BotDelivery.Type.MESSAGE
+    elif kind == "bot.status":
+        hop = 0 if _wants_status(spec, (payload.get("status") or {}).get("event", "")) else None
+        delivery_type = BotDelivery.Type.STATUS
+    else:
+        logger.warning("unknown bot delivery type %r dropped", kind)
+        return None
+    if hop is None:
+        return None
+    if message_id and not Message.objects.filter(pk=message_id).exists():
+        message_id = None
+    delivery = BotDelivery.objects.create(
+        participant=participant,
+        conversation_id=participant.conversation_id,
+        bot_name=participant.bot_name,
+        type=delivery_type,
+        message_id=message_id,
+        payload=payload,
+        hop=hop,
+    )
+    transaction.on_commit(lambda: wake(participant.pk))
+    return delivery
+
+
+def _message_hop(payload: dict[str, Any], participant: Participant, spec: registry.BotSpec) -> int | None:
+    """The hop of this delivery, or None if this bot should not get the message."""
+    message = payload.get("message") or {}
+    sender = message.get("sender") or None
+    redirected = bool(payload.get("redirected"))
+    from_bot = sender is not None and sender.get("kind") == Participant.Kind.BOT
+    hop = (current_hop.get() or 1) if from_bot else 0
+    if redirected:
+        hop = max(hop, current_hop.get() or 0)
+    if hop >= conf.hop_limit():
+        logger.info("hop limit %d: message %s not delivered to %s", conf.hop_limit(), message.get("id"), spec.name)
+        return None
+    if redirected:
+        return hop  # the manager chose this bot: no trigger applies
+    if sender is None:
+        return None  # system messages reach bots as statuses
+    if from_bot and not _accepts_bot_messages(spec):
+        return None
+    if _is_manager_command(message, participant):
+        return None  # "/..." in a managed room is for the manager only
+    if spec.trigger == "all":
+        return hop
+    addressed = mentions(message.get("text", ""), participant.name) or _quotes_bot(message, participant)
+    if spec.trigger == "mention":
+        return hop if addressed else None
+    # "auto": every message when it is the room's only bot (the manager aside), else @mentions.
+    return hop if addressed or _only_bot(participant) else None
+
+
+def _is_manager_command(message: dict[str, Any], participant: Participant) -> bool:
+    manager = conf.manager()
+    if not manager or participant.bot_name == manager or not (message.get("text") or "").lstrip().startswith("/"):
+        return False
+    return Participant.objects.filter(
+        conversation_id=participant.conversation_id, bot_name=manager, left_at__isnull=True
+    ).exists()
+
+
+def _accepts_bot_messages(spec: registry.BotSpec) -> bool:
+    if spec.bot_messages is not None:
+        return spec.bot_messages
+    try:
+        cls = registry.bot_class(spec)
+    except ImportError:
+        return False
+    return bool(getattr(cls, "accepts_bot_messages", False))
+
+
+def _wants_status(spec: registry.BotSpec, event: str) -> bool:
+    if spec.kind != "python":
+        return event != "typing"
+    try:
+        cls = registry.bot_class(spec)
+    except ImportError:
+        return False
+    if cls is None or not getattr(cls, "overrides_on_status", lambda: False)():
+        return False
+    return event != "typing" or bool(getattr(cls, "wants_typing", False))
+
+
+def _quotes_bot(message: dict[str, Any], participant: Participant) -> bool:
+    """A reply to the bot's own message (an option choice, a quote) addresses the bot."""
+    quoted = message.get("quoted_message_id")
+    return bool(quoted) and Message.objects.filter(pk=quoted, sender_id=participant.pk).exists()
+
+
+def _only_bot(participant: Participant) -> bool:
+    others = Participant.objects.filter(
+        conversation_id=participant.conversation_id, kind=Participant.Kind.BOT, left_at__isnull=True, banned=False
+    ).exclude(pk=participant.pk)
+    manager = conf.manager()
+    if manager:
+        others = others.exclude(bot_name=manager)
+    return not others.exists()
+
+
+def enqueue_status(participant: Participant, status: dict[str, Any]) -> BotDelivery | None:
+    """A status from the bots side itself (e.g. "pending" for the manager)."""
+    return enqueue(
+        {
+            "type": "bot.status",
+            "conversation_id": str(participant.conversation_id),
+            "participant_id": str(participant.pk),
+            "bot": participant.bot_name,
+            "status": status,
+        }
+    )
+
+
+def notify_pending(message: Message) -> None:
+    """Tell the manager of a pre-moderated room that a bot message awaits approval."""
+    manager = conf.manager()
+    if not manager or message.approval != Message.Approval.PENDING:
+        return
+    target = Participant.objects.filter(
+        conversation_id=message.conversation_id, kind=Participant.Kind.BOT, bot_name=manager, left_at__isnull=True
+    ).first()
+    if target is not None and target.pk != message.sender_id:
+        enqueue_status(
+            target,
+            {
+                "event": "pending",
+                "participant": protocol.sender_to_dict(message.sender),
+                "message": protocol.message_to_dict(message),
+            },
+        )
+
+
+# ---- wake-ups -------------------------------------------------------------------------------------
+
+
+def wake(participant_id: uuid.UUID | str) -> None:
+    """Have a worker look at this participant's lane: this process's own if it runs one,
+    else any worker, through the channel layer."""
+    from .worker import local_workers
+
+    woken = False
+    for worker in local_workers():
+        woken = worker.wake_threadsafe(str(participant_id)) or woken
+    if woken:
+        return
+    layer = get_channel_layer()
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        return  # nobody else can hear it; the sweep of this process's worker will find the row
+    try:
+        async_to_sync(layer.send)(BOT_CHANNEL, {"type": "bot.wake", "participant_id": str(participant_id)})
+    except Exception:  # the row stays pending; a sweep finds it
+        logger.exception("could not send a bot wake-up for %s", participant_id)
+
+
+# ---- lanes: one worker per bot participant at a time ----------------------------------------------
+
+
+def take_next(participant_id: str, owner: str, seconds: float) -> tuple[bool, BotDelivery | None]:
+    """Take or renew the participant's lease, then claim its oldest pending delivery.
+
+    Returns (whether we hold the lane, the delivery now marked running or None). Whoever holds
+    the lease runs nothing between two calls, so a delivery still marked running here was left
+    by a dead worker: it goes back to pending (or fails after ``max_attempts``). A delivery
+    waiting for its retry time blocks the ones after it (order before speed).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                BotLane.objects.get_or_create(participant_id=participant_id)
+        except IntegrityError:  # created concurrently, or the participant is gone
+            if not Participant.objects.filter(pk=participant_id).exists():
+                return False, None
+        held = (
+            BotLane.objects.filter(participant_id=participant_id)
+            .filter(Q(owner=owner) | Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+            .update(owner=owner[:100], lease_until=now + timedelta(seconds=seconds))
+        )
+        if not held:
+            return False, None
+        stale = BotDelivery.objects.filter(participant_id=participant_id, status=Status.RUNNING)
+        stale.filter(attempts__gte=conf.max_attempts()).update(
+            status=Status.FAILED, finished_at=now, last_error="the worker stopped while running it; no tries left"
+        )
+        stale.update(status=Status.PENDING, last_error="the worker stopped while running it; tried again")
+        first = BotDelivery.objects.filter(participant_id=participant_id, status=Status.PENDING).order_by("id").first()
+        if first is None or first.available_at > now:
+            return True, None
+        BotDelivery.objects.filter(pk=first.pk).update(
+            status=Status.RUNNING, attempts=F("attempts") + 1, started_at=now, worker=owner[:100]
+        )
+    first.status, first.attempts, first.started_at, first.worker = Status.RUNNING, first.attempts + 1, now, owner
+    return True, first
+
+
+def extend_lane(participant_id: str, owner: str, seconds: float) -> None:
+    """A bot with a longer timeout than the default keeps its lease as long."""
+    BotLane.objects.filter(participant_id=participant_id, owner=owner).update(
+        lease_until=timezone.now() + timedelta(seconds=seconds)
+    )
+
+
+def release_lane(participant_id: str, owner: str) -> bool:
+    """Give the lane up; return whether work is waiting (a wake-up we refused meanwhile)."""
+    BotLane.objects.filter(participant_id=participant_id, owner=owner).update(owner="", lease_until=None)
+    return has_pending(participant_id)
+
+
+def finish(delivery_id: int, status: str, error: str = "") -> None:
+    BotDelivery.objects.filter(pk=delivery_id).update(
+        status=status, last_error=error[:10000], finished_at=timezone.now()
+    )
+
+
+def has_pending(participant_id: str) -> bool:
+    return BotDelivery.objects.filter(
+        participant_id=participant_id, status=Status.PENDING, available_at__lte=timezone.now()
+    ).exists()
+
+
+def lanes_to_sweep(limit: int = 1000) -> list[str]:
+    """Participants with work and no live lease: lost wake-ups, dead workers, retries now due."""
+    now = timezone.now()
+    busy = BotLane.objects.filter(lease_until__gt=now).values("participant_id")
+    rows = (
+        BotDelivery.objects.filter(Q(status=Status.PENDING, available_at__lte=now) | Q(status=Status.RUNNING))
+        .exclude(participant_id__in=busy)
+        .values_list("participant_id", flat=True)
+        .distinct()[:limit]
+    )
+    return [str(pk) for pk in rows]

@@ -1,0 +1,389 @@
+"""The bot worker: runs bots on the deliveries of the outbox (``BotDelivery``), one lane each.
+
+A *lane* is one bot participant (one bot in one room). Its deliveries run one at a time in
+``id`` order; lanes run side by side on the event loop (synchronous bot code in threads). A
+lane is guarded by a lease in the database (``BotLane``), so with several worker processes
+each participant is served by one of them at a time and its order holds.
+
+Where it runs:
+
+* embedded (default without ``REDIS_URL``): inside the daphne process, started on its loop by
+  ``embedded_application`` the first time the ASGI app is called (once per process);
+* ``python manage.py botworker`` (with Redis; several may run) or ``python manage.py runworker
+  bots`` (``BotChannelConsumer``).
+
+Wake-ups arrive as ``bot.wake`` on the ``bots`` channel, or directly from the same process;
+raw ``bot.message``/``bot.status`` payloads sent to the channel are recorded first. A sweep every
+``CHAT_BOT_SWEEP_INTERVAL`` seconds picks up whatever a lost wake-up or a dead worker left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import os
+import socket
+import traceback
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import close_old_connections, transaction
+
+from conversations.errors import ChatError
+from conversations.events import BOT_CHANNEL
+from conversations.models import Participant
+
+from . import conf, delivery, outbox, registry
+from .base import Bot, BotMessage, BotStatus
+from .context import Context
+from .models import BotDelivery
+from .replies import ReplyError, coerce
+
+logger = logging.getLogger(__name__)
+
+MAX_INSTANCES = 10_000  # cached bot objects per worker (least recently used dropped)
+LEASE_MARGIN = 30.0  # seconds a lease outlives the bot timeout
+
+_workers: set[BotWorker] = set()
+
+
+def local_workers() -> list[BotWorker]:
+    """Workers running in this process (wake-ups reach them without the channel layer)."""
+    return [w for w in _workers if w.running]
+
+
+def db(func: Callable, *args: Any, **kwargs: Any):
+    """Run ORM code in a thread; lanes must not queue behind one another's database work."""
+    return database_sync_to_async(func, thread_sensitive=False)(*args, **kwargs)
+
+
+def _run_sync_bot(func: Callable, *args: Any) -> Any:
+    close_old_connections()
+    try:
+        return func(*args)
+    finally:
+        close_old_connections()
+
+
+class BotWorker:
+    def __init__(self, *, listen: bool = True, layer: Any = None, owner: str | None = None) -> None:
+        self.listen = listen
+        self.layer = layer
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lanes: dict[str, asyncio.Task] = {}
+        self.again: set[str] = set()
+        self.instances: OrderedDict[tuple[str, str], tuple[str, Bot]] = OrderedDict()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.running = False
+        self.completed = 0  # deliveries finished; waiters watch it change
+        self._changed: asyncio.Condition | None = None
+        self._executor = ThreadPoolExecutor(max_workers=conf.threads(), thread_name_prefix="bot")
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> BotWorker:
+        self.loop = asyncio.get_running_loop()
+        self._changed = asyncio.Condition()
+        self.running = True
+        _workers.add(self)
+        if self.listen:
+            self.tasks.append(asyncio.create_task(self._listen(), name="bots-listen"))
+        self.tasks.append(asyncio.create_task(self._sweep_forever(), name="bots-sweep"))
+        logger.info("bot worker %s started", self.owner)
+        return self
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking work and let running lanes finish their delivery (at most ``grace``
+        seconds, default the bot timeout); lanes still running then are cancelled, and their
+        deliveries run again elsewhere once their lease expires."""
+        self.running = False
+        _workers.discard(self)
+        for task in self.tasks:
+            task.cancel()
+        lanes = list(self.lanes.values())
+        if lanes:
+            await asyncio.wait(lanes, timeout=conf.timeout() + 1 if grace is None else grace)
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*self.tasks, *lanes, return_exceptions=True)
+        self.tasks.clear()
+        self.lanes.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        logger.info("bot worker %s stopped", self.owner)
+
+    # ---- wake-ups -----------------------------------------------------------------------------
+
+    def wake(self, participant_id: str) -> None:
+        """Make sure a lane runs for this participant (call on the worker's loop)."""
+        if not self.running:
+            return
+        if participant_id in self.lanes:
+            self.again.add(participant_id)  # the running lane looks again before it ends
+            return
+        self.lanes[participant_id] = asyncio.create_task(self._lane(participant_id), name=f"lane-{participant_id}")
+
+    def wake_threadsafe(self, participant_id: str) -> bool:
+        loop = self.loop
+        if not self.running or loop is None or loop.is_closed():
+            return False
+        loop.call_soon_threadsafe(self.wake, participant_id)
+        return True
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        """One channel-layer message: a wake-up, or a raw delivery to record first."""
+        kind = message.get("type")
+        if kind == "bot.wake":
+            self.wake(str(message.get("participant_id")))
+        elif kind in ("bot.message", "bot.status"):
+            await db(outbox.enqueue, message)  # wakes this process's workers itself
+        else:
+            logger.warning("bot worker ignored a %r message", kind)
+
+    async def _listen(self) -> None:
+        layer = self.layer or get_channel_layer()
+        while True:
+            try:
+                message = await layer.receive(BOT_CHANNEL)
+                await self.handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("bot worker: channel receive failed; retrying on the next sweep")
+                await asyncio.sleep(conf.sweep_interval())
+
+    async def sweep(self) -> None:
+        for participant_id in await db(outbox.lanes_to_sweep):
+            self.wake(participant_id)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("bot worker sweep failed")
+            await asyncio.sleep(conf.sweep_interval())
+
+    # ---- waiting (tests, the test kit) -------------------------------------------------------
+
+    async def wait_until(self, predicate: Callable[[], bool], within: float = 20) -> None:
+        """Return once ``predicate()`` (ORM code, run in a thread) holds; it is checked again
+        after every finished delivery, never polled on a timer."""
+        assert self._changed is not None, "start the worker first"
+        async with asyncio.timeout(within):
+            while True:
+                seen = self.completed
+                if await db(predicate):
+                    return
+                async with self._changed:
+                    await self._changed.wait_for(lambda seen=seen: self.completed != seen)
+
+    async def _notify(self) -> None:
+        """A delivery finished: wake the waiters of every worker on this loop (whoever ran it)."""
+        for worker in [w for w in _workers if w.loop is self.loop] or [self]:
+            assert worker._changed is not None
+            async with worker._changed:
+                worker.completed += 1
+                worker._changed.notify_all()
+
+    # ---- lanes --------------------------------------------------------------------------------
+
+    async def _lane(self, participant_id: str) -> None:
+        lease = conf.timeout() + LEASE_MARGIN
+        held = False
+        try:
+            while self.running:
+                self.again.discard(participant_id)
+                held, item = await db(outbox.take_next, participant_id, self.owner, lease)
+                while held and item is not None:
+                    await self._run(item)
+                    await self._notify()
+                    if not self.running:
+                        break  # stopping: give the lane up between deliveries
+                    held, item = await db(outbox.take_next, participant_id, self.owner, lease)
+                if not held:
+                    break  # another worker owns the lane (or took it over) and drains it
+                held = False
+                more = await db(outbox.release_lane, participant_id, self.owner)
+                # A wake-up refused while we held the lease is ours to honour.
+                if not more and participant_id not in self.again:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("bot lane %s failed; the sweep will retry it", participant_id)
+        finally:
+            if held:
+                await asyncio.shield(db(outbox.release_lane, participant_id, self.owner))
+            if self.lanes.get(participant_id) is asyncio.current_task():
+                del self.lanes[participant_id]
+            if self.running and participant_id in self.again:
+                self.again.discard(participant_id)
+                self.wake(participant_id)
+
+    def _prepare(self, item: BotDelivery) -> tuple[registry.BotSpec, Participant, Context | None] | None:
+        """Everything a delivery needs from the database, in one trip (None: skipped)."""
+        spec = registry.get_spec(item.bot_name)
+        participant = Participant.objects.filter(pk=item.participant_id).first()
+        if spec is None or participant is None:
+            outbox.finish(item.id, BotDelivery.Status.SKIPPED, "the bot is not installed any more")
+            return None
+        if not participant.is_active:
+            outbox.finish(item.id, BotDelivery.Status.SKIPPED, "the bot has left the conversation")
+            return spec, participant, None
+        if spec.timeout and spec.timeout > conf.timeout():
+            outbox.extend_lane(str(participant.pk), self.owner, spec.timeout + LEASE_MARGIN)
+        return spec, participant, delivery.load_context(participant, None)
+
+    @staticmethod
+    def _commit(item: BotDelivery, participant: Participant, replies: list, context: Context) -> None:
+        """A turn is all or nothing: replies, Context and the delivery's state in one transaction."""
+        with transaction.atomic():
+            delivery.save_replies(str(participant.pk), replies, client_prefix=f"bot-{item.id}")
+            delivery.save_context(context)
+            outbox.finish(item.id, BotDelivery.Status.DONE)
+
+    async def _run(self, item: BotDelivery) -> None:
+        """Run one delivery to its end: done, failed (recorded and logged) or skipped."""
+        prepared = await db(self._prepare, item)
+        if prepared is None:
+            return
+        spec, participant, context = prepared
+        if not participant.is_active:
+            self._forget(spec.name, participant.pk)
+            return
+        timeout = spec.timeout or conf.timeout()
+        token = outbox.current_hop.set(item.hop + 1)
+        try:
+            bot = await self._instance(spec, participant)
+            if context is None:
+                context = Context.start(
+                    bot.start_label,
+                    participant_id=str(participant.pk),
+                    conversation_id=str(participant.conversation_id),
+                    bot_name=participant.bot_name,
+                )
+            if item.type == BotDelivery.Type.MESSAGE:
+                raw = dict(item.payload.get("message") or {})
+                redirected = bool(item.payload.get("redirected"))
+                context.add_request({**raw, "redirected": True} if redirected else raw)
+                result = await self._call(
+                    bot.on_message, BotMessage.from_dict(raw, redirected=redirected), context, seconds=timeout
+                )
+            else:
+                result = await self._call(
+                    bot.on_status, BotStatus.from_dict(item.payload.get("status") or {}), context, seconds=timeout
+                )
+            replies = coerce(result)
+            if item.type == BotDelivery.Type.MESSAGE:
+                context.add_response([r.to_dict() for r in replies])
+            await db(self._commit, item, participant, replies, context)
+        except TimeoutError:
+            await self._failed(item, f"timed out after {timeout:g} s")
+        except ReplyError as error:
+            await self._failed(item, f"malformed reply refused: {error}")
+        except ChatError as error:
+            await self._failed(item, f"reply refused by the chat: {error.code}: {error.detail}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await self._failed(item, "".join(traceback.format_exception(error, limit=8)))
+        else:
+            if (item.payload.get("status") or {}).get("event") == "ended":
+                self._forget(spec.name, participant.pk)
+        finally:
+            outbox.current_hop.reset(token)
+
+    async def _failed(self, item: BotDelivery, reason: str) -> None:
+        logger.error("bot %s failed on delivery %s (%s): %s", item.bot_name, item.id, item.type, reason)
+        await db(outbox.finish, item.id, BotDelivery.Status.FAILED, reason)
+
+    async def _call(self, func: Callable, *args: Any, seconds: float) -> Any:
+        """Run bot code with a time limit: coroutines on the loop, plain functions in a thread
+        (a thread that hangs is abandoned, not killed: Python cannot stop one)."""
+        async with asyncio.timeout(seconds):
+            if inspect.iscoroutinefunction(func):
+                result = await func(*args)
+            else:
+                ctx = contextvars.copy_context()
+                call = functools.partial(ctx.run, _run_sync_bot, func, *args)
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            if inspect.isawaitable(result):
+                result = await result
+        return result
+
+    async def _instance(self, spec: registry.BotSpec, participant: Participant) -> Bot:
+        """The cached bot object of this participant (rebuilt only when its spec changes)."""
+        key = (spec.name, str(participant.pk))
+        cached = self.instances.get(key)
+        if cached is not None and cached[0] == spec.version:
+            self.instances.move_to_end(key)
+            return cached[1]
+        bot = await db(registry.build, spec)
+        if not isinstance(bot, Bot):
+            raise TypeError(f"bot {spec.name!r} is a {type(bot).__name__}, not a bots.base.Bot")
+        bot._bind(spec.name, str(participant.pk), str(participant.conversation_id))
+        self.instances[key] = (spec.version, bot)
+        while len(self.instances) > MAX_INSTANCES:
+            self.instances.popitem(last=False)
+        return bot
+
+    def _forget(self, name: str, participant_id) -> None:
+        self.instances.pop((name, str(participant_id)), None)
+
+    def instance_for(self, participant_id: str) -> Bot | None:
+        """The cached bot object of a participant, if this worker has built it."""
+        return next((bot for (_, pid), (_, bot) in self.instances.items() if pid == str(participant_id)), None)
+
+
+# ---- where the worker runs ----------------------------------------------------------------------
+
+_embedded: BotWorker | None = None
+_embedded_start: asyncio.Task | None = None  # a reference, so the task is not garbage-collected
+
+
+def ensure_embedded_worker() -> BotWorker:
+    """Start this process's worker on the running loop, once (daphne has no lifespan events)."""
+    global _embedded, _embedded_start
+    loop = asyncio.get_running_loop()
+    if _embedded is None or _embedded.loop is not loop or not _embedded.running:
+        _embedded = BotWorker(listen=True)
+        _embedded.loop = loop
+        _embedded.running = True  # claimed now: a second request must not start another
+        _embedded_start = loop.create_task(_embedded.start())
+    return _embedded
+
+
+def embedded_application(app):
+    """Wrap the ASGI app so the first call starts the embedded worker (if enabled)."""
+    if not conf.embedded_worker():
+        return app
+
+    async def application(scope, receive, send):
+        ensure_embedded_worker()
+        return await app(scope, receive, send)
+
+    return application
+
+
+class BotChannelConsumer(AsyncConsumer):
+    """For ``manage.py runworker bots``: hands each channel message to this process's worker."""
+
+    async def bot_wake(self, message: dict[str, Any]) -> None:
+        global _embedded
+        if _embedded is None or not _embedded.running:
+            _embedded = await BotWorker(listen=False).start()
+        await _embedded.handle(message)
+
+    bot_message = bot_status = bot_wake

@@ -1,0 +1,362 @@
+"""The bot worker in this process, on the real database and Chat: order, parallel rooms,
+several workers, Context across restarts, triggers, loop protection, isolation, proactive sends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+from django.utils import timezone
+
+from bots import registry
+from bots.base import Bot
+from bots.models import BotContext, BotDelivery, BotLane
+from bots.testing import running_worker
+from bots.worker import db
+from conversations import protocol
+from conversations.chat import Chat
+from conversations.models import Message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def local_bots():
+    """Install bots for one test (this process only)."""
+    names = []
+
+    def install(name, bot, **spec):
+        registry.register_local(name, bot, **spec)
+        names.append(name)
+
+    yield install
+    for name in names:
+        registry.unregister_local(name)
+
+
+async def make_room(*bots, nickname="alice"):
+    chat, people = await db(Chat.create, "Room", nickname, list(bots))
+    return chat, people[0], {p.bot_name: p for p in people[1:]}
+
+
+async def say(chat, who, text, n=[0], **extra):  # noqa: B006 - a counter for unique client ids
+    n[0] += 1
+    return await db(chat.save_message, who, {"text": text, "client_id": f"c{n[0]}", **extra})
+
+
+def deliveries(participant, **filters):
+    return BotDelivery.objects.filter(participant=participant, **filters)
+
+
+def all_settled() -> bool:
+    return not BotDelivery.objects.filter(status__in=["pending", "running"]).exists()
+
+
+def bot_texts(participant) -> list[str]:
+    return list(Message.objects.filter(sender=participant).order_by("seq").values_list("text", flat=True))
+
+
+class Recorder(Bot):
+    """Answers "got <text>"; records the order and how many deliveries ran at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.active, self.most = [], 0, 0
+
+    async def on_message(self, message, context):
+        self.active += 1
+        self.most = max(self.most, self.active)
+        for _ in range(3):
+            await asyncio.sleep(0)  # let other lanes run in between
+        self.seen.append(message.text)
+        self.active -= 1
+        return f"got {message.text}"
+
+
+async def test_one_bot_in_one_room_gets_its_messages_in_order_one_at_a_time(local_bots):
+    local_bots("rec", Recorder, trigger="all")
+    chat, alice, bots = await make_room("rec")
+    async with running_worker() as worker:
+        texts = [f"m{i}" for i in range(15)]
+        for text in texts:
+            await say(chat, alice, text)
+        await worker.wait_until(lambda: deliveries(bots["rec"], status="done").count() == 15)
+        bot = worker.instance_for(bots["rec"].pk)
+    assert bot.seen == texts
+    assert bot.most == 1
+    assert await db(bot_texts, bots["rec"]) == [f"got {t}" for t in texts]
+
+
+class Meeting(Bot):
+    """Waits at a barrier shared by two rooms: passes only if both rooms run at once."""
+
+    def __init__(self, barrier):
+        super().__init__()
+        self.barrier = barrier
+
+    async def on_message(self, message, context):
+        await self.barrier.wait()
+        return "met"
+
+
+async def test_rooms_run_in_parallel(local_bots):
+    local_bots("meet", Meeting, trigger="all", kwargs={"barrier": asyncio.Barrier(2)}, timeout=10)
+    chat_a, alice, bots_a = await make_room("meet")
+    chat_b, bob, bots_b = await make_room("meet", nickname="bob")
+    async with running_worker() as worker:
+        await say(chat_a, alice, "a")
+        await say(chat_b, bob, "b")
+        await worker.wait_until(all_settled)
+    for bots in (bots_a, bots_b):
+        assert await db(lambda p=bots["meet"]: list(deliveries(p).values_list("status", flat=True))) == ["done"]
+
+
+async def test_several_workers_keep_the_order_of_a_bot(local_bots):
+    local_bots("rec", Recorder, trigger="all")
+    chat, alice, bots = await make_room("rec")
+    async with running_worker(owner="w1") as first, running_worker(owner="w2"):
+        texts = [f"m{i}" for i in range(20)]
+        for text in texts:
+            await say(chat, alice, text)
+        await first.wait_until(lambda: deliveries(bots["rec"], status="done").count() == 20)
+    replies = await db(bot_texts, bots["rec"])
+    assert replies == [f"got {t}" for t in texts]  # once each, in order, whoever ran them
+
+
+class Counter(Bot):
+    """Remembers in the Context, not in itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def on_message(self, message, context):
+        self.calls += 1
+        earlier = [r["text"] for t, r in sorted(context.requests.items()) if t < context.current_turn_id]
+        context.misc["count"] = context.misc.get("count", 0) + 1
+        context.add_label(f"turn{context.current_turn_id}")
+        return f"turn {context.current_turn_id}, count {context.misc['count']}, calls {self.calls}, before {earlier}"
+
+
+async def test_context_survives_a_worker_restart(local_bots):
+    local_bots("counter", Counter, trigger="all")
+    chat, alice, bots = await make_room("counter")
+    me = bots["counter"]
+    async with running_worker() as worker:
+        await say(chat, alice, "one")
+        await say(chat, alice, "two")
+        await worker.wait_until(lambda: deliveries(me, status="done").count() == 2)
+    async with running_worker() as worker:  # a new worker: new bot object, same Context
+        await say(chat, alice, "three")
+        await worker.wait_until(lambda: deliveries(me, status="done").count() == 3)
+    assert await db(bot_texts, me) == [
+        "turn 1, count 1, calls 1, before []",
+        "turn 2, count 2, calls 2, before ['one']",
+        "turn 3, count 3, calls 1, before ['one', 'two']",
+    ]
+    row = await db(BotContext.objects.get, participant=me)
+    assert row.current_turn_id == 3
+    assert row.labels == {"0": "start", "1": "turn1", "2": "turn2", "3": "turn3"}
+    assert row.requests["1"]["sender"]["name"] == "alice"
+    assert row.responses["3"][0]["kind"] == "text"
+
+
+async def test_a_delivery_left_running_by_a_dead_worker_is_run_again(local_bots):
+    local_bots("rec", Recorder, trigger="all")
+    chat, alice, bots = await make_room("rec")
+    me = bots["rec"]
+    await say(chat, alice, "lost")  # no worker yet: the row waits
+
+    def crash():
+        deliveries(me).update(status="running", attempts=1, worker="dead")
+        BotLane.objects.update_or_create(
+            participant=me, defaults={"owner": "dead", "lease_until": timezone.now() - timedelta(seconds=1)}
+        )
+
+    await db(crash)
+    async with running_worker() as worker:  # its first sweep finds the orphan
+        await worker.wait_until(lambda: deliveries(me, status="done").exists())
+    item = await db(deliveries(me).get)
+    assert item.attempts == 2
+    assert await db(bot_texts, me) == ["got lost"]
+
+
+async def test_a_raw_payload_on_the_bots_channel_is_recorded_and_delivered(local_bots):
+    local_bots("rec", Recorder, trigger="all")
+    chat, alice, bots = await make_room("rec")
+    layer = InMemoryChannelLayer()
+    message = await say(chat, alice, "direct")
+    await db(BotDelivery.objects.all().delete)
+    payload = await db(
+        lambda: {
+            "type": "bot.message",
+            "conversation_id": str(chat.conversation.pk),
+            "participant_id": str(bots["rec"].pk),
+            "bot": "rec",
+            "message": protocol.message_to_dict(message),
+        }
+    )
+    async with running_worker(listen=True, layer=layer) as worker:
+        await layer.send("bots", payload)
+        await worker.wait_until(lambda: deliveries(bots["rec"], status="done").exists())
+    assert await db(bot_texts, bots["rec"]) == ["got direct"]
+
+
+class Echo(Bot):
+    def on_message(self, message, context):
+        return f"{self.name}: {message.text}"
+
+
+async def test_triggers_all_mention_and_auto(local_bots):
+    local_bots("every", Echo, trigger="all")
+    local_bots("called", Echo, trigger="mention")
+    local_bots("auto", Echo)  # the default trigger
+    alone_chat, bob, alone = await make_room("auto", nickname="bob")
+    chat, alice, bots = await make_room("every", "called", "auto")
+    async with running_worker() as worker:
+        await say(alone_chat, bob, "anyone?")
+        await say(chat, alice, "hello room")
+        await say(chat, alice, "hi @called")
+        await say(chat, alice, "@AUTO, and you?")
+        await worker.wait_until(all_settled)
+        offer = await db(Message.objects.get, sender=bots["called"])
+        await say(chat, alice, "answering you", quoted_message_id=str(offer.pk))  # a reply addresses the bot
+        await worker.wait_until(all_settled)
+    assert await db(bot_texts, alone["auto"]) == ["auto: anyone?"]  # the only bot hears everything
+    assert await db(bot_texts, bots["every"]) == [
+        "every: hello room",
+        "every: hi @called",
+        "every: @AUTO, and you?",
+        "every: answering you",
+    ]
+    assert await db(bot_texts, bots["called"]) == ["called: hi @called", "called: answering you"]
+    assert await db(bot_texts, bots["auto"]) == ["auto: @AUTO, and you?"]
+
+
+class Chatty(Echo):
+    accepts_bot_messages = True
+
+
+async def test_bot_to_bot_loops_stop_at_the_hop_limit(local_bots, settings):
+    settings.CHAT_BOT_HOP_LIMIT = 3
+    local_bots("ping", Chatty, trigger="all")
+    local_bots("pong", Chatty, trigger="all")
+    local_bots("quiet", Echo, trigger="all")  # not opted in: never hears bots
+    chat, alice, bots = await make_room("ping", "pong", "quiet")
+    async with running_worker() as worker:
+        await say(chat, alice, "go")
+        await worker.wait_until(lambda: all_settled() and deliveries(bots["quiet"], status="done").exists())
+    assert await db(bot_texts, bots["quiet"]) == ["quiet: go"]
+    ping, pong = await db(bot_texts, bots["ping"]), await db(bot_texts, bots["pong"])
+    # hop 0 (alice) -> 1 -> 2 -> 3: the hop-3 replies reach no bot, so the chatter ends.
+    assert sorted(ping) == [
+        "ping: go",
+        "ping: pong: go",
+        "ping: pong: ping: go",
+        "ping: pong: quiet: go",
+        "ping: quiet: go",
+    ]
+    assert sorted(pong) == [
+        "pong: go",
+        "pong: ping: go",
+        "pong: ping: pong: go",
+        "pong: ping: quiet: go",
+        "pong: quiet: go",
+    ]
+    assert await db(lambda: max(BotDelivery.objects.values_list("hop", flat=True))) == 2
+
+
+class Raises(Bot):
+    def on_message(self, message, context):
+        return 1 / 0
+
+
+class HangsAsync(Bot):
+    async def on_message(self, message, context):
+        await asyncio.Event().wait()
+
+
+RELEASE = threading.Event()
+
+
+class HangsInThread(Bot):
+    def on_message(self, message, context):
+        RELEASE.wait(60)
+
+
+class Garbage(Bot):
+    def on_message(self, message, context):
+        return [f"fine: {message.text}", {"kind": "table", "data": {"columns": "not a list"}}]
+
+
+class Nonsense(Bot):
+    def on_message(self, message, context):
+        return object()
+
+
+async def test_a_raising_hanging_or_garbage_bot_is_isolated_and_recorded(local_bots, caplog):
+    local_bots("raises", Raises, trigger="all")
+    local_bots("hangs", HangsAsync, trigger="all", timeout=0.5)
+    local_bots("stuck", HangsInThread, trigger="all", timeout=0.5)
+    local_bots("garbage", Garbage, trigger="all")
+    local_bots("nonsense", Nonsense, trigger="all")
+    local_bots("echo2", Echo, trigger="all")
+    chat, alice, bots = await make_room("raises", "hangs", "stuck", "garbage", "nonsense", "echo2")
+    try:
+        async with running_worker() as worker:
+            await say(chat, alice, "first")
+            await say(chat, alice, "second")
+            await worker.wait_until(all_settled)
+    finally:
+        RELEASE.set()
+    assert await db(bot_texts, bots["echo2"]) == ["echo2: first", "echo2: second"]  # the room went on
+
+    def errors(name):
+        return list(deliveries(bots[name]).order_by("id").values_list("status", "last_error"))
+
+    for name, reason in [
+        ("raises", "ZeroDivisionError"),
+        ("hangs", "timed out after 0.5 s"),
+        ("stuck", "timed out after 0.5 s"),
+        ("garbage", "malformed reply refused: table columns"),
+        ("nonsense", "malformed reply refused: a bot returned object"),
+    ]:
+        rows = await db(errors, name)
+        assert [status for status, _ in rows] == ["failed", "failed"], name
+        assert all(reason.split(":")[0] in error for _, error in rows), (name, rows)
+    assert await db(bot_texts, bots["garbage"]) == []  # a reply with garbage in it is refused whole
+    assert "bot raises failed on delivery" in caplog.text
+
+
+class Later(Bot):
+    """Answers nothing now; speaks when poked (proactive)."""
+
+    def on_message(self, message, context):
+        return None
+
+
+async def test_a_bot_can_send_on_its_own(local_bots):
+    local_bots("later", Later, trigger="all")
+    local_bots("listener", Chatty, trigger="all")
+    chat, alice, bots = await make_room("later", "listener")
+    other_chat, _bob, other = await make_room("later", nickname="bob")
+    async with running_worker() as worker:
+        await say(chat, alice, "wake up")
+        await worker.wait_until(lambda: deliveries(bots["later"], status="done").exists())
+        bot = worker.instance_for(bots["later"].pk)
+        await bot.asend("good morning", {"kind": "location", "data": {"latitude": 1.5, "longitude": 2.5}})
+        await db(bot.send, "from a thread")
+        await db(bot.send, "elsewhere", conversation_id=str(other_chat.conversation.pk))
+        await worker.wait_until(lambda: all_settled() and deliveries(bots["listener"], status="done").count() == 4)
+    assert await db(bot_texts, bots["later"]) == ["good morning", "", "from a thread"]
+    assert await db(bot_texts, other["later"]) == ["elsewhere"]
+    # Other bots hear proactive messages like any bot message (hop 1).
+    assert await db(bot_texts, bots["listener"]) == [
+        "listener: wake up",
+        "listener: good morning",
+        "listener: ",
+        "listener: from a thread",
+    ]
