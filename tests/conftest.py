@@ -54,3 +54,14 @@ def start_daphne(django_db_setup):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A channel layer object per test. channels-redis binds its receive lock to the event loop
+    that first used it, and pytest-asyncio gives every test a loop of its own."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
