@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.db import models
 from django.utils import timezone
 from django.utils.html import format_html
 
+from .auth import EXTERNAL_KINDS
+from .auth import new_token as new_bot_token
 from .context import Context
 from .delivery import load_context
 from .models import Bot, BotContext, BotDelivery
@@ -23,11 +26,35 @@ class BotAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "trigger", "bot_messages", "enabled", "failures", "updated_at"]
     list_filter = ["kind", "trigger", "enabled"]
     search_fields = ["name", "description", "class_path"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at", "has_token"]
+    actions = ["rotate_token"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # webhook URL (Django 6 default)
 
     @admin.display(description="failed deliveries")
     def failures(self, obj: Bot) -> int:
         return BotDelivery.objects.filter(bot_name=obj.name, status=BotDelivery.Status.FAILED).count()
+
+    @admin.display(description="API token", boolean=True)
+    def has_token(self, obj: Bot) -> bool:
+        return bool(obj.token_hash)
+
+    def save_model(self, request, obj: Bot, form, change) -> None:
+        """An external bot gets its API token when first saved; it is shown this once."""
+        super().save_model(request, obj, form, change)
+        if obj.kind in EXTERNAL_KINDS and not obj.token_hash:
+            self._show_token(request, obj)
+
+    def _show_token(self, request, obj: Bot) -> None:
+        token, obj.token_hash = new_bot_token(obj.name)
+        Bot.objects.filter(pk=obj.pk).update(token_hash=obj.token_hash)
+        self.message_user(
+            request, f"API token of {obj.name} (shown once, copy it now): {token}", messages.WARNING
+        )
+
+    @admin.action(description="Rotate the API token of the selected bots (the old one stops working)")
+    def rotate_token(self, request, queryset) -> None:
+        for obj in queryset:
+            self._show_token(request, obj)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -40,7 +67,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(BotDelivery)
 class BotDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "bot_name", "type", "status", "attempts", "hop", "conversation", "short_error", "created_at"]
+    list_display = [
+        "id", "bot_name", "type", "status", "attempts", "hop", "last_status", "available_at", "conversation",
+        "short_error", "created_at",
+    ]
     list_filter = ["status", "type", "bot_name"]
     search_fields = ["bot_name", "last_error", "conversation__name"]
     list_select_related = ["conversation"]

@@ -46,6 +46,13 @@ class Bot(models.Model):
     )
     timeout = models.FloatField(null=True, blank=True, help_text="Seconds per delivery; empty: CHAT_BOT_TIMEOUT.")
     enabled = models.BooleanField(default=True)
+    # External bots (webhook, websocket, polling): see docs/bots.md "External bots".
+    url = models.URLField(blank=True, help_text="Webhook bots: where deliveries are POSTed.")
+    secret = models.CharField(
+        max_length=200, blank=True, help_text="Webhook bots: the HMAC-SHA256 key of X-Chatroom-Signature."
+    )
+    # sha256 of the bot's API token (<name>.<secret>); the token is shown once, never stored.
+    token_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -88,6 +95,7 @@ class BotDelivery(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"
         RUNNING = "running"
+        SENT = "sent", "sent (websocket/polling bots: waiting for the bot's ack)"
         DONE = "done"
         FAILED = "failed"
         SKIPPED = "skipped"
@@ -105,6 +113,7 @@ class BotDelivery(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     available_at = models.DateTimeField(default=timezone.now, help_text="Not tried before (retry back-off).")
     last_error = models.TextField(blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Webhooks: last HTTP status.")
     worker = models.CharField(max_length=100, blank=True, help_text="The worker that ran it last.")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

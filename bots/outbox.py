@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 #: runs and its replies are saved. Unset (None) for humans; a bot message sent outside a
 #: delivery (proactive, or approved later by a moderator) counts as hop 1.
 current_hop: ContextVar[int | None] = ContextVar("bot_hop", default=None)
+#: The delivery the worker is running right now (transports read its id and attempt number).
+current_delivery: ContextVar[BotDelivery | None] = ContextVar("bot_delivery", default=None)
+#: Kinds whose deliveries wait as "sent" until the external bot fetches and acknowledges them:
+#: no worker runs them (bots/transports/external.py).
+QUEUED_KINDS = ("websocket", "polling")
 
 Status = BotDelivery.Status
 
@@ -82,8 +87,14 @@ def enqueue(payload: dict[str, Any]) -> BotDelivery | None:
         message_id=message_id,
         payload=payload,
         hop=hop,
+        status=Status.SENT if spec.kind in QUEUED_KINDS else Status.PENDING,
     )
-    transaction.on_commit(lambda: wake(participant.pk))
+    if spec.kind in QUEUED_KINDS:
+        from .transports.external import notify_bot
+
+        transaction.on_commit(lambda: notify_bot(spec.name))
+    else:
+        transaction.on_commit(lambda: wake(participant.pk))
     return delivery
 
 
@@ -274,6 +285,17 @@ def release_lane(participant_id: str, owner: str) -> bool:
 def finish(delivery_id: int, status: str, error: str = "") -> None:
     BotDelivery.objects.filter(pk=delivery_id).update(
         status=status, last_error=error[:10000], finished_at=timezone.now()
+    )
+
+
+def retry_later(delivery_id: int, seconds: float, error: str, status: int | None = None) -> None:
+    """Back to the queue after a failure worth retrying (a webhook's 5xx or time-out); the lane
+    waits for it (order before speed)."""
+    BotDelivery.objects.filter(pk=delivery_id).update(
+        status=Status.PENDING,
+        available_at=timezone.now() + timedelta(seconds=seconds),
+        last_error=error[:10000],
+        last_status=status,
     )
 
 

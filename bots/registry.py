@@ -65,6 +65,8 @@ def spec_from_dict(name: str, raw: dict[str, Any], *, source: str = "settings") 
         raise ValueError(f"bot {name!r}: kind must be one of {KINDS}")
     if kind == "python" and not raw.get("class"):
         raise ValueError(f"bot {name!r}: a python bot needs 'class' (a dotted path)")
+    if kind == "webhook" and not str(raw.get("url") or "").startswith(("http://", "https://")):
+        raise ValueError(f"bot {name!r}: a webhook bot needs 'url' (http or https)")
     args, kwargs = raw.get("args") or [], raw.get("kwargs") or {}
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ValueError(f"bot {name!r}: args is a list and kwargs an object")
@@ -108,6 +110,8 @@ def _admin_specs() -> dict[str, BotSpec]:
             "kind": row.kind,
             "bot_messages": row.bot_messages,
             "timeout": row.timeout,
+            **({"url": row.url} if row.url else {}),
+            **({"secret": row.secret} if row.secret else {}),
         }
         try:
             spec = spec_from_dict(row.name, raw, source="admin")
@@ -164,6 +168,8 @@ def build(spec: BotSpec) -> Any:
     if spec.local is not None:
         return spec.local(*spec.args, **spec.kwargs) if isinstance(spec.local, type) else spec.local
     if spec.kind != "python":
-        raise ValueError(f"bot {spec.name!r} is a {spec.kind} bot; no transport for it in this worker yet")
+        from .transports import build_transport  # webhook, besser: Bot objects that speak a protocol
+
+        return build_transport(spec)
     cls = import_string(spec.class_path)
     return cls(*spec.args, **spec.kwargs)

@@ -47,6 +47,7 @@ from .base import Bot, BotMessage, BotStatus
 from .context import Context
 from .models import BotDelivery
 from .replies import ReplyError, coerce
+from .transports import RetryLater
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class BotWorker:
         for task in lanes:
             task.cancel()
         await asyncio.gather(*self.tasks, *lanes, return_exceptions=True)
+        await asyncio.gather(*(_closing(bot) for _, bot in self.instances.values()), return_exceptions=True)
         self.tasks.clear()
         self.lanes.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -265,8 +267,10 @@ class BotWorker:
             return
         timeout = spec.timeout or conf.timeout()
         token = outbox.current_hop.set(item.hop + 1)
+        running = outbox.current_delivery.set(item)
         try:
             bot = await self._instance(spec, participant)
+            seconds = timeout + getattr(bot, "timeout_margin", 0.0)  # a transport's own timeout fires first
             if context is None:
                 context = Context.start(
                     bot.start_label,
@@ -279,16 +283,20 @@ class BotWorker:
                 redirected = bool(item.payload.get("redirected"))
                 context.add_request({**raw, "redirected": True} if redirected else raw)
                 result = await self._call(
-                    bot.on_message, BotMessage.from_dict(raw, redirected=redirected), context, seconds=timeout
+                    bot.on_message, BotMessage.from_dict(raw, redirected=redirected), context, seconds=seconds
                 )
             else:
                 result = await self._call(
-                    bot.on_status, BotStatus.from_dict(item.payload.get("status") or {}), context, seconds=timeout
+                    bot.on_status, BotStatus.from_dict(item.payload.get("status") or {}), context, seconds=seconds
                 )
             replies = coerce(result)
             if item.type == BotDelivery.Type.MESSAGE:
                 context.add_response([r.to_dict() for r in replies])
             await db(self._commit, item, participant, replies, context)
+        except RetryLater as retry:  # a transport's passing failure (webhook 5xx, time-out)
+            logger.warning("bot %s: delivery %s tried again in %g s: %s", item.bot_name, item.id, retry.delay, retry)
+            await db(outbox.retry_later, item.id, retry.delay, retry.reason, retry.status)
+            asyncio.get_running_loop().call_later(retry.delay, self.wake, str(item.participant_id))
         except TimeoutError:
             await self._failed(item, f"timed out after {timeout:g} s")
         except ReplyError as error:
@@ -304,6 +312,7 @@ class BotWorker:
                 self._forget(spec.name, participant.pk)
         finally:
             outbox.current_hop.reset(token)
+            outbox.current_delivery.reset(running)
 
     async def _failed(self, item: BotDelivery, reason: str) -> None:
         logger.error("bot %s failed on delivery %s (%s): %s", item.bot_name, item.id, item.type, reason)
@@ -334,17 +343,38 @@ class BotWorker:
         if not isinstance(bot, Bot):
             raise TypeError(f"bot {spec.name!r} is a {type(bot).__name__}, not a bots.base.Bot")
         bot._bind(spec.name, str(participant.pk), str(participant.conversation_id))
+        if cached is not None:
+            _close_later(cached[1])
         self.instances[key] = (spec.version, bot)
         while len(self.instances) > MAX_INSTANCES:
-            self.instances.popitem(last=False)
+            _close_later(self.instances.popitem(last=False)[1][1])
         return bot
 
     def _forget(self, name: str, participant_id) -> None:
-        self.instances.pop((name, str(participant_id)), None)
+        dropped = self.instances.pop((name, str(participant_id)), None)
+        if dropped is not None:
+            _close_later(dropped[1])
 
     def instance_for(self, participant_id: str) -> Bot | None:
         """The cached bot object of a participant, if this worker has built it."""
         return next((bot for (_, pid), (_, bot) in self.instances.items() if pid == str(participant_id)), None)
+
+
+async def _closing(bot: Bot) -> None:
+    """Bots holding connections (``bots.transports.besser``) have ``aclose``; others have nothing."""
+    close = getattr(bot, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _close_later(bot: Bot) -> None:
+    if getattr(bot, "aclose", None) is not None:
+        task = asyncio.get_running_loop().create_task(_closing(bot))
+        _closing_tasks.add(task)  # a reference until it ends
+        task.add_done_callback(_closing_tasks.discard)
+
+
+_closing_tasks: set[asyncio.Task] = set()
 
 
 # ---- where the worker runs ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from bots.consumers import route_bot_sockets  # noqa: E402
 from bots.worker import BotChannelConsumer, embedded_application  # noqa: E402
 from chatroom.routing import websocket_urlpatterns  # noqa: E402
 
@@ -20,7 +21,10 @@ application = embedded_application(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            # /ws/bots/ (bot token, programs send no Origin) goes around the browsers' origin check.
+            "websocket": route_bot_sockets(
+                AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+            ),
             "channel": ChannelNameRouter({"bots": BotChannelConsumer.as_asgi()}),
         }
     )

@@ -411,7 +411,7 @@ def test_bots_lists_the_installed_bots(settings):
     settings.CHAT_INSTALLED_BOTS = {
         "echo": {"class": "bots.builtin.echo.EchoBot", "description": "Repeats what you say.", "trigger": "all"},
         "helper": {
-            "class": "bots.builtin.echo.EchoBot",
+            "url": "http://127.0.0.1:9/hook",
             "description": "Helps.",
             "trigger": "mention",
             "kind": "webhook",
