@@ -7,6 +7,7 @@ import datetime
 import json
 from typing import Any
 
+import orjson
 from django.core import signing
 from django.core.serializers.json import DjangoJSONEncoder
 from django.urls import reverse
@@ -19,9 +20,19 @@ from .models import Attachment, Conversation, Message, ModerationAction, Partici
 ATTACHMENT_SALT = "conversations.attachment"
 
 
+_ENCODER = DjangoJSONEncoder()
+
+
 def dumps(obj: Any) -> str:
-    """Compact JSON; datetimes as ISO 8601, UUIDs as strings."""
-    return json.dumps(obj, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON; datetimes as ISO 8601, UUIDs as strings.
+
+    orjson (several times faster; bench/) with Django's encoder for what it does not know
+    (datetimes go there too, so the text is the same as ``json.dumps`` gives); ``json`` for
+    the rest orjson refuses (integers past 64 bits, non-string keys)."""
+    try:
+        return orjson.dumps(obj, default=_ENCODER.default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    except TypeError:
+        return json.dumps(obj, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
 
 
 def isoformat(value) -> str | None:
