@@ -11,6 +11,17 @@ os.environ.setdefault("CHANNEL_PREFIX", f"chatroom-test-{os.getpid()}")
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_persistent_connections_in_this_process():
+    """PostgreSQL keeps connections for ``DB_CONN_MAX_AGE`` (60 s) by default. In the test
+    process the threads of ``database_sync_to_async`` and of the bot workers would then hold
+    theirs to the end, and dropping the test database fails ("being accessed by other users").
+    The live daphne processes keep the default; they are stopped before the drop."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0  # the dict every connection reads
+
+
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     """Uploads of a test go to its own folder, never into var/ or the repository."""

@@ -310,6 +310,22 @@ def test_save_message_is_idempotent_on_client_id(make_chat):
     assert say(chat, owner, "hi", client_id="c-2").pk != first.pk
 
 
+def test_a_resend_takes_no_seq_and_is_answered_after_a_refusal(make_chat):
+    # The idempotency lookup runs after the INSERT fails (chat.save_message): the seq that
+    # INSERT took rolls back with it, and refusals that came after do not hide the message.
+    chat, owner = make_chat()
+    first = say(chat, owner, "hi", client_id="r-1")
+    for _ in range(3):
+        assert say(chat, owner, "again", client_id="r-1").pk == first.pk
+    assert say(chat, owner, "next", client_id="r-2").seq == first.seq + 1
+    assert seqs(chat) == list(range(1, first.seq + 2))
+    chat.end()
+    again = say(chat, owner, "after the end", client_id="r-1")
+    assert again.pk == first.pk and not again.created
+    with pytest.raises(ConversationEnded):
+        say(chat, owner, "new after the end", client_id="r-3")
+
+
 def test_another_sender_may_reuse_a_client_id(make_chat):
     chat, owner = make_chat()
     bob = chat.join("bob")
