@@ -10,6 +10,7 @@ class BotsConfig(AppConfig):
         # takes over the deliveries Chat hands to bots (outbox + wake-up); it never imports us.
         from conversations import bot_directory, events
 
+        from . import checks  # noqa: F401  registers the settings check
         from .outbox import enqueue
         from .registry import installed_bots
 

@@ -87,9 +87,27 @@ def spec_from_dict(name: str, raw: dict[str, Any], *, source: str = "settings") 
     )
 
 
+def settings_errors() -> dict[str, str]:
+    """What is wrong with each bad spec of ``CHAT_INSTALLED_BOTS`` (the system check reports it)."""
+    errors = {}
+    for name, raw in (getattr(settings, "CHAT_INSTALLED_BOTS", {}) or {}).items():
+        try:
+            spec_from_dict(name, raw)
+        except ValueError as error:
+            errors[name] = str(error)
+    return errors
+
+
 def _settings_specs() -> dict[str, BotSpec]:
-    raw = getattr(settings, "CHAT_INSTALLED_BOTS", {}) or {}
-    return {name: spec_from_dict(name, spec) for name, spec in raw.items()}
+    """The valid specs of ``CHAT_INSTALLED_BOTS``: a bad one is left out (and logged) rather
+    than taking the lobby, ``GET /api/bots`` and every other bot down with it."""
+    specs = {}
+    for name, raw in (getattr(settings, "CHAT_INSTALLED_BOTS", {}) or {}).items():
+        try:
+            specs[name] = spec_from_dict(name, raw)
+        except ValueError as error:
+            logger.error("CHAT_INSTALLED_BOTS: %s", error)
+    return specs
 
 
 def _admin_specs() -> dict[str, BotSpec]:

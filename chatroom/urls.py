@@ -8,3 +8,5 @@ urlpatterns = [
     path("", include("conversations.urls")),
     path("", include("conversations.pages")),  # web pages: lobby, join, room
 ]
+
+handler404 = "conversations.views.not_found"

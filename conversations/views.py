@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.core import signing
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 
 from .models import Attachment
 from .protocol import ATTACHMENT_SALT
@@ -38,3 +39,10 @@ def _valid(value: str, signature: str) -> bool:
     except signing.BadSignature:
         return False
     return True
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 for any path: API clients get the API's JSON error shape, browsers Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "not_found", "detail": "no such endpoint"}}, status=404)
+    return page_not_found(request, exception)

@@ -448,3 +448,10 @@ def test_openapi_schema():
     } <= set(schema["paths"])
     create_op = schema["paths"]["/api/conversations"]["post"]
     assert {"201", "400"} <= set(create_op["responses"])
+
+
+def test_an_unknown_api_path_answers_json():
+    r = Client().get("/api/no-such-thing")
+    assert r.status_code == 404
+    assert r.json() == {"error": {"code": "not_found", "detail": "no such endpoint"}}
+    assert Client().get("/no-such-page/").status_code == 404

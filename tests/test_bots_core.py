@@ -153,3 +153,20 @@ def test_staff_see_failed_deliveries_with_their_reason(client, make_chat):
     assert response.status_code == 200
     failed.refresh_from_db()
     assert failed.status == "pending"
+
+
+@pytest.mark.django_db
+def test_a_bad_bot_spec_is_reported_and_leaves_the_others_working(settings):
+    """A misconfigured bot fails `manage.py check`, and the API still lists the good ones."""
+    from django.core.checks import run_checks
+    from django.test import Client
+
+    settings.CHAT_INSTALLED_BOTS = {
+        "echo": {"class": "bots.builtin.echo.EchoBot", "trigger": "all"},
+        "broken": {"kind": "webhook", "trigger": "all"},  # a webhook bot without its url
+    }
+    errors = [e for e in run_checks() if e.id == "bots.E001"]
+    assert [(e.obj, "url" in e.msg) for e in errors] == [("broken", True)]
+    r = Client().get("/api/bots")
+    assert r.status_code == 200
+    assert [b["name"] for b in r.json()["bots"]] == ["echo"]
