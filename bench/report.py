@@ -88,7 +88,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     for name, ours, base in rows(result):
-        better_low = "ms" in name or "CPU" in name or "KB" in name or "lost" in name or "missing" in name
+        better_low = not any(rate in name for rate in ("msgs/s", "deliveries/s", "connects/s"))
         ratio = _ratio(ours, base)
         if better_low and ratio != "-":
             ratio += " (lower is better)"
