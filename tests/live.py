@@ -37,14 +37,75 @@ def test_database_url() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{conf['NAME']}"
 
 
-class DaphneServer:
-    """One daphne process; ``start`` returns once it listens (read from its log, not slept)."""
+class ManagedProcess:
+    """A child process of the test run; ``start`` returns once its log shows ``ready_line``
+    (read from the log, not slept)."""
 
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.extra_env = env or {}
+    name = "process"
+    ready_line = ""
+
+    def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.log: list[str] = []
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self, timeout: float = 30):
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=ROOT,
+            env=self.environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.log.append(line)
+                if self.ready_line in line:
+                    ready.set()
+            ready.set()  # exited: let start() report it
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.log[-40:]))
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def tracebacks(self) -> list[str]:
+        return [line for line in self.log if "Traceback" in line]
+
+
+class DaphneServer(ManagedProcess):
+    """One daphne process on a free port (kept across restarts), on the test database."""
+
+    name = "daphne"
+    ready_line = "Listening on TCP address"
+
+    def __init__(self, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self.extra_env = env or {}
 
     @property
     def http_url(self) -> str:
@@ -53,6 +114,9 @@ class DaphneServer:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatroom.asgi:application"]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -69,46 +133,22 @@ class DaphneServer:
             env.pop("REDIS_URL", None)
         return env
 
-    def start(self, timeout: float = 30) -> DaphneServer:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatroom.asgi:application"],
-            cwd=ROOT,
-            env=self.environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        ready = threading.Event()
 
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.log.append(line)
-                if "Listening on TCP address" in line:
-                    ready.set()
-            ready.set()  # exited: let start() report it
+class WorkerProcess(ManagedProcess):
+    """``manage.py botworker`` with the environment of a daphne (``server.environment()``)."""
 
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(timeout) or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError("daphne did not start:\n" + "".join(self.log[-40:]))
-        return self
+    name = "the bot worker"
+    ready_line = "ready"
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__()
+        self.env = env
 
-    def restart(self) -> DaphneServer:
-        self.stop()
-        return self.start()
+    def command(self) -> list[str]:
+        return [sys.executable, "manage.py", "botworker"]
 
-    def tracebacks(self) -> list[str]:
-        return [line for line in self.log if "Traceback" in line]
+    def environment(self) -> dict[str, str]:
+        return self.env
 
 
 def limits_env(**overrides: int) -> dict[str, str]:

@@ -5,60 +5,14 @@ without it and two ``manage.py botworker`` processes share the work."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
 
 import pytest
 
 from bots.models import BotDelivery
-from tests.live import ROOT
+from tests.live import WorkerProcess
 from tests.wsclient import Room
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class WorkerProcess:
-    """``manage.py botworker`` with a daphne's environment; ``start`` returns once it is ready."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.proc: subprocess.Popen | None = None
-        self.log: list[str] = []
-
-    def start(self, timeout: float = 30) -> WorkerProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "botworker"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.log.append(line)
-                if "ready" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(timeout) or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError("the bot worker did not start:\n" + "".join(self.log[-40:]))
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -74,7 +28,7 @@ def bot_server(start_daphne):
     print("".join(server.log))
     print(list(BotDelivery.objects.values("id", "status", "attempts", "worker", "last_error", "created_at")))
     for worker in workers:
-        assert not [line for line in worker.log if "Traceback" in line], "".join(worker.log)
+        assert not worker.tracebacks(), "".join(worker.log)
     assert not server.tracebacks(), "".join(server.log)
 
 
