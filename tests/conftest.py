@@ -76,3 +76,19 @@ def _fresh_channel_layer():
     channel_layers.backends = {}
     yield
     channel_layers.backends = {}
+
+
+@pytest.fixture
+def local_bots():
+    """Install bots for one test, in this process only: ``local_bots(name, Bot, **spec)``."""
+    from bots import registry
+
+    names = []
+
+    def install(name, bot, **spec):
+        registry.register_local(name, bot, **spec)
+        names.append(name)
+
+    yield install
+    for name in names:
+        registry.unregister_local(name)

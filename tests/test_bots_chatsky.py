@@ -23,7 +23,6 @@ from chatsky.core.message import (
 from chatsky.utils.testing import HAPPY_PATH, TOY_SCRIPT, TOY_SCRIPT_KWARGS
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from bots import registry
 from bots.builtin import samples
 from bots.models import BotContext, BotDelivery
 from bots.sdk.chatsky import ChatskyBot, buttons
@@ -90,23 +89,10 @@ async def _turn(worker, chat, human, me, data: dict, n=[0]) -> list[ChatMessage]
     )
 
 
-@pytest.fixture
-def chatsky_bot():
-    names = []
-
-    def install(name, bot, **spec):
-        registry.register_local(name, bot, **spec)
-        names.append(name)
-
-    yield install
-    for name in names:
-        registry.unregister_local(name)
-
-
-async def test_turn_state_survives_a_worker_restart(chatsky_bot):
+async def test_turn_state_survives_a_worker_restart(local_bots):
     """Chatsky's context lives in our Context.misc: a new worker (new bot object, new pipeline,
     empty Chatsky memory) continues the script where the old one stopped."""
-    chatsky_bot("toy", ChatskyBot, kwargs=TOY_KWARGS, trigger="all")
+    local_bots("toy", ChatskyBot, kwargs=TOY_KWARGS, trigger="all")
     chat, people = await db(Chat.create, "Room", "alice", ["toy"])
     human, me = people[0], people[1]
     (first, _), (second, _), *rest = HAPPY_PATH
@@ -126,8 +112,8 @@ async def test_turn_state_survives_a_worker_restart(chatsky_bot):
     assert stored.labels[str(len(HAPPY_PATH))] == "greeting_flow:node1"
 
 
-async def test_each_sender_walks_the_script_alone(chatsky_bot):
-    chatsky_bot("toy", ChatskyBot, kwargs={**TOY_KWARGS, "per_sender": True}, trigger="all")
+async def test_each_sender_walks_the_script_alone(local_bots):
+    local_bots("toy", ChatskyBot, kwargs={**TOY_KWARGS, "per_sender": True}, trigger="all")
     chat, people = await db(Chat.create, "Room", "alice", ["toy"])
     alice, me = people[0], people[1]
     bob = await db(chat.join, "bob")
@@ -193,8 +179,8 @@ def media_pipeline(tmp_path) -> Pipeline:
     return Pipeline(script=script, start_label=("main", "start"))
 
 
-async def test_attachments_buttons_and_callbacks_both_ways(chatsky_bot, tmp_path):
-    chatsky_bot("media", ChatskyBot(pipeline=media_pipeline(tmp_path)), trigger="all")
+async def test_attachments_buttons_and_callbacks_both_ways(local_bots, tmp_path):
+    local_bots("media", ChatskyBot(pipeline=media_pipeline(tmp_path)), trigger="all")
     chat, people = await db(Chat.create, "Room", "alice", ["media"])
     human, me = people[0], people[1]
     async with running_worker() as worker:

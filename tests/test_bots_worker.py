@@ -11,7 +11,6 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 from django.utils import timezone
 
-from bots import registry
 from bots.base import Bot
 from bots.models import BotContext, BotDelivery, BotLane
 from bots.testing import running_worker
@@ -21,20 +20,6 @@ from conversations.chat import Chat
 from conversations.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def local_bots():
-    """Install bots for one test (this process only)."""
-    names = []
-
-    def install(name, bot, **spec):
-        registry.register_local(name, bot, **spec)
-        names.append(name)
-
-    yield install
-    for name in names:
-        registry.unregister_local(name)
 
 
 async def make_room(*bots, nickname="alice"):
