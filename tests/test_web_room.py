@@ -467,6 +467,9 @@ def test_moderation_effects(daphne, people, artefacts):
     from conversations.models import Participant
 
     bob_row = Participant.objects.get(conversation_id=conversation_id, name="Bob")
+    # Bob's own "online" participants frame is the last one his connect causes, and it carries
+    # his muted_until: once it is in, the page cannot learn of the mute before the send does.
+    expect(bob.page.locator("#people-list .person.online", has_text="Bob (you)")).to_be_visible()
     Participant.objects.filter(pk=bob_row.pk).update(muted_until=timezone.now() + timedelta(minutes=10))
     bob.say("can I still talk?")
     failed = bob.message("can I still talk?")
