@@ -123,24 +123,35 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # capacity here is deliberate and generous, and bursts are covered by seq-based resume anyway.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_CAPACITY = int(os.environ.get("CHANNEL_CAPACITY", "10000"))
-if REDIS_URL:
+#: With Redis: "pubsub" (default) fans a group message out inside each process, one Redis read
+#: per process (chatroom/layers.py); "core" is channels-redis's queue per socket (bench/).
+CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "pubsub")
+if CHANNEL_LAYER not in ("pubsub", "core"):
+    raise ImproperlyConfigured(f"CHANNEL_LAYER must be pubsub or core, not {CHANNEL_LAYER!r}")
+# redis-py 8 reads with a 5 s socket timeout by default, the same as the 5 s BZPOPMIN that
+# channels-redis core blocks on: an idle consumer then dies with TimeoutError. Reads may block
+# longer than the pop; connects may not. redis-py's async pool holds 100 connections and then
+# *raises* (it does not wait): 200 sockets closing at once failed their group_discard (bench/).
+REDIS_HOST = {
+    "address": REDIS_URL,
+    "socket_timeout": 30,
+    "socket_connect_timeout": 5,
+    "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "2000")),
+}
+if REDIS_URL and CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "chatroom.layers.ConfirmedPubSubChannelLayer",
+            # Pub/sub keeps no queue in Redis: no capacity to overflow, nothing expires.
+            "CONFIG": {"hosts": [REDIS_HOST], "prefix": os.environ.get("CHANNEL_PREFIX", "chatroom")},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, the same as the 5 s
-                # BZPOPMIN that channels-redis blocks on: an idle consumer then dies with
-                # TimeoutError. Reads may block longer than the pop; connects may not.
-                # redis-py's async pool holds 100 connections and then *raises* (it does not
-                # wait): 200 sockets closing at once failed their group_discard (bench/).
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": 30,
-                        "socket_connect_timeout": 5,
-                        "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "2000")),
-                    }
-                ],
+                "hosts": [REDIS_HOST],
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
                 "group_expiry": 86400,

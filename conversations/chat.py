@@ -15,6 +15,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -234,6 +235,10 @@ class Chat(ModerationMixin):
             fresh = self._refresh_participant(participant, count_since=self._rate_since())
             self._check_can_send(fresh)
             self._check_rate(fresh)
+            if self._one_statement_insert(fresh, data):
+                # Nested in a caller's transaction a failed INSERT must not abort it: savepoint.
+                with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                    return self._insert_numbered(fresh, data)
             with transaction.atomic():
                 return self._insert_message(fresh, data)
         except (ChatError, IntegrityError):
@@ -547,6 +552,49 @@ class Chat(ModerationMixin):
             return participant.is_bot
         return False
 
+    def _one_statement_insert(self, participant: Participant, data: dict[str, Any]) -> bool:
+        """The common case on PostgreSQL: a numbered message without attachments is taken and
+        stored by one statement (``_insert_numbered``), 1 round trip instead of 4 (bench/)."""
+        return connection.vendor == "postgresql" and not data["attachments"] and not self._needs_approval(participant)
+
+    def _insert_numbered(self, participant: Participant, data: dict[str, Any]) -> Message:
+        """Take the next seq and insert the message in one statement: the UPDATE holds the
+        conversation's row lock until the statement commits, exactly as BEGIN, UPDATE, INSERT,
+        COMMIT would, and a failed INSERT (a resent client_id) rolls the seq back with it."""
+        message = Message(
+            conversation_id=self.conversation.pk,
+            sender=participant,
+            kind=data["kind"],
+            text=data["text"],
+            data=data["data"],
+            quoted_message_id=data["quoted_message_id"],
+            client_id=data["client_id"],
+            approval=Message.Approval.AUTO,
+        )
+        columns, values, params = [], [], []
+        for field in Message._meta.concrete_fields:
+            columns.append(connection.ops.quote_name(field.column))
+            if field.attname == "seq":
+                values.append("taken.seq")
+            else:
+                values.append("%s")
+                params.append(field.get_db_prep_save(getattr(message, field.attname), connection))
+        pk = Conversation._meta.pk.get_db_prep_value(self.conversation.pk, connection)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH taken AS (UPDATE {Conversation._meta.db_table} SET next_seq = next_seq + 1"
+                " WHERE id = %s AND status = %s RETURNING next_seq - 1 AS seq)"
+                f" INSERT INTO {Message._meta.db_table} ({', '.join(columns)})"
+                f" SELECT {', '.join(values)} FROM taken RETURNING seq",
+                [pk, Conversation.Status.OPEN, *params],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise ConversationEnded("this conversation has ended")
+        message.seq = row[0]
+        message._state.adding, message._state.db = False, connection.alias
+        return self._stored(message, participant, [], pending=False)
+
     def _insert_message(self, participant: Participant, data: dict[str, Any]) -> Message:
         pending = self._needs_approval(participant)
         seq = self._allocate_seq() if not pending else self._check_open()
@@ -575,6 +623,11 @@ class Chat(ModerationMixin):
         )
         if attachments:
             Attachment.objects.filter(pk__in=[a.pk for a in attachments]).update(message=message)
+        return self._stored(message, participant, attachments, pending=pending)
+
+    def _stored(self, message: Message, participant: Participant, attachments: list, *, pending: bool) -> Message:
+        """A message just written: no query to serialise it, its fan-out after the commit."""
+        seq = message.seq
         # We know its attachments: serialising it for the fan-out needs no query (bench/).
         known = Attachment.objects.filter(message=message)
         known._result_cache, known._prefetch_done = attachments, True

@@ -1,0 +1,115 @@
+"""The Redis pub/sub channel layer, with a ``group_add`` that returns only once Redis has
+confirmed the subscription.
+
+channels-redis's pub/sub layer fans a group message out inside each process (one PUBLISH,
+one read per process, however many sockets of the group it holds), where its core layer
+queues one copy per socket and pops them one round trip at a time (bench/: the N = 200
+rooms). But its ``group_add`` only *writes* SUBSCRIBE: a message published before Redis has
+read it is not delivered. The consumer takes its baseline seq right after ``group_add``
+(docs/protocol.md), so the subscription must be live by then; this layer waits for Redis's
+confirmation (once per group and process: later sockets of the group find it live).
+
+Pub/sub keeps nothing for a process that is not subscribed: the bot worker's wake-ups are
+also found by its sweep, and a socket that misses a frame (Redis restarting) fills the gap
+by seq from the database on the next one, or on its client's resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
+from channels_redis.utils import _wrap_close  # private, but the layer's own close hook (pinned)
+
+logger = logging.getLogger(__name__)
+
+#: How long a subscription may take before ``group_add`` gives up (the socket then fails to
+#: connect and its client retries) rather than pretending to be subscribed.
+SUBSCRIBE_TIMEOUT = 10.0
+
+
+class ConfirmedShardConnection(RedisSingleShardConnection):
+    """One Redis connection of the layer; resolves a future per channel on its confirmation."""
+
+    def __init__(self, host, channel_layer) -> None:
+        super().__init__(host, channel_layer)
+        self._confirmed: dict[str, asyncio.Future] = {}
+
+    async def subscribe(self, channel: str) -> None:
+        async with self._lock:
+            confirmed = self._confirmed.get(channel)
+            if confirmed is None:
+                confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
+            if channel not in self._subscribed_to:
+                self._ensure_redis()
+                self._ensure_receiver()
+                await self._pubsub.subscribe(channel)
+                self._subscribed_to.add(channel)
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await asyncio.shield(confirmed)
+        except TimeoutError:
+            raise ConnectionError(f"Redis did not confirm the subscription to {channel!r}") from None
+
+    async def unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            self._confirmed.pop(channel, None)
+            if channel in self._subscribed_to:
+                self._ensure_redis()
+                self._ensure_receiver()
+                await self._pubsub.unsubscribe(channel)
+                self._subscribed_to.remove(channel)
+
+    async def flush(self) -> None:
+        await super().flush()
+        self._confirmed = {}
+
+    async def _do_receiving(self) -> None:
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=0.1)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        self._receive_message(message)
+                    elif message["type"] == "subscribe":
+                        self._confirm(message["channel"])
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception:  # the stock loop lets a TimeoutError end it: nothing arrives again
+                logger.exception("pub/sub receive failed; reading on (redis-py reconnects and resubscribes)")
+                await asyncio.sleep(1)
+
+    def _confirm(self, name: bytes | str) -> None:
+        if isinstance(name, bytes):
+            name = name.decode()
+        confirmed = self._confirmed.get(name)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(None)
+
+
+class ConfirmedPubSubLoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._shards = [ConfirmedShardConnection(shard.host, self) for shard in self._shards]
+
+
+class ConfirmedPubSubChannelLayer(RedisPubSubChannelLayer):
+    """``channels_redis.pubsub.RedisPubSubChannelLayer`` whose subscriptions are live on return."""
+
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = ConfirmedPubSubLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            _wrap_close(self, loop)
+        return layer
