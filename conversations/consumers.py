@@ -19,7 +19,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import events, presence, protocol
+from . import events, heartbeat, presence, protocol, roster
 from .auth import authorize
 from .chat import Chat
 from .errors import ChatError, NotFound, NotParticipant, RateLimited
@@ -52,7 +52,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # Every seq up to this one is on the client, or was history when it connected.
         self.last_seq_sent = 0
         self.typing_task: asyncio.Task | None = None
-        self.heartbeat_task: asyncio.Task | None = None
         # Accept first: a close code sent before the handshake completes never reaches the client.
         await self.accept()
         query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -82,16 +81,17 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             }
         )
         await database_sync_to_async(self._came_online)()
-        self.heartbeat_task = asyncio.create_task(self._heartbeat())
+        roster.presence_changed(self.chat.conversation.pk)
+        heartbeat.register(self.channel_name, self.chat.conversation.pk, self.participant.pk)
         after = (query.get("after_seq") or [None])[0]
         if after is not None and after.isdigit():
             await self.replay(int(after))
 
     async def disconnect(self, code: int) -> None:
         was_typing = self.typing_task is not None
-        for task in (self.typing_task, self.heartbeat_task):
-            if task is not None:
-                task.cancel()
+        if self.typing_task is not None:
+            self.typing_task.cancel()
+        heartbeat.unregister(self.channel_name)  # before the entry goes: no refresh brings it back
         if self.chat is None or self.participant is None:
             return
         if was_typing:  # a client that vanishes does not stay "typing"
@@ -102,6 +102,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(self._went_offline)()
         except Exception:  # never let a presence hiccup turn a close into a crash
             logger.exception("presence update failed on disconnect")
+        roster.presence_changed(self.chat.conversation.pk)
 
     # ---- client frames --------------------------------------------------------------------
 
@@ -274,18 +275,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     def _came_online(self) -> None:
         presence.store().touch(self.chat.conversation.pk, self.participant.pk, self.channel_name)
-        events.participants_changed(self.chat.conversation.pk)
 
     def _went_offline(self) -> None:
         presence.store().remove(self.chat.conversation.pk, self.participant.pk, self.channel_name)
-        events.participants_changed(self.chat.conversation.pk)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(presence.REFRESH_SECONDS)
-            await database_sync_to_async(presence.store().touch)(
-                self.chat.conversation.pk, self.participant.pk, self.channel_name
-            )
 
     async def _typing_expires(self) -> None:
         await asyncio.sleep(self.chat.limits["TYPING_TTL"])

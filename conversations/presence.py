@@ -35,6 +35,11 @@ class MemoryPresence:
                 time.time() + TTL_SECONDS
             )
 
+    def touch_many(self, sockets) -> None:
+        """Refresh many ``(conversation_id, participant_id, channel_name)`` entries at once."""
+        for conversation_id, participant_id, channel_name in sockets:
+            self.touch(conversation_id, participant_id, channel_name)
+
     def remove(self, conversation_id, participant_id, channel_name: str) -> None:
         with self._lock:
             entries = self._entries.get(str(conversation_id), {})
@@ -62,6 +67,18 @@ class RedisPresence:
         pipe = self._redis.pipeline(transaction=False)
         pipe.zadd(key, {f"{participant_id}|{channel_name}": time.time() + TTL_SECONDS})
         pipe.expire(key, TTL_SECONDS * 2)
+        pipe.execute()
+
+    def touch_many(self, sockets) -> None:
+        """Refresh many ``(conversation_id, participant_id, channel_name)`` entries in one round trip."""
+        expiry = time.time() + TTL_SECONDS
+        rooms: dict[str, dict[str, float]] = {}
+        for conversation_id, participant_id, channel_name in sockets:
+            rooms.setdefault(_key(conversation_id), {})[f"{participant_id}|{channel_name}"] = expiry
+        pipe = self._redis.pipeline(transaction=False)
+        for key, members in rooms.items():
+            pipe.zadd(key, members)
+            pipe.expire(key, TTL_SECONDS * 2)
         pipe.execute()
 
     def remove(self, conversation_id, participant_id, channel_name: str) -> None:
