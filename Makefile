@@ -25,7 +25,7 @@ run: $(VENV)/.runtime
 	@echo ""
 	@echo "  chatroom is running at http://$(HOST):$(PORT)/"
 	@echo ""
-	$(BIN)/daphne -b $(HOST) -p $(PORT) chatroom.asgi:application
+	$(BIN)/python -m chatroom.serve -b $(HOST) -p $(PORT) chatroom.asgi:application
 
 # The browser tests (tests/test_web_*.py) drive Debian's Chromium; install it where missing.
 chromium:

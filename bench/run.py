@@ -103,7 +103,8 @@ class Flavour:
 
     def start(self, daphnes: int | None = None, worker: bool = True) -> None:
         for i in range(daphnes or self.daphnes):
-            proc, port = servers.daphne(f"{self.kind}-daphne-{i}", self.asgi, self.env)
+            module = "chatroom.serve" if self.kind == "ours" else "daphne"
+            proc, port = servers.daphne(f"{self.kind}-daphne-{i}", self.asgi, self.env, module)
             self.procs.append(proc)
             self.ports.append(port)
         if self.kind == "ours" and worker:

@@ -132,9 +132,10 @@ def start(name: str, cmd: list[str], env: dict[str, str], ready: str, timeout: f
     return proc
 
 
-def daphne(name: str, asgi: str, env: dict[str, str]) -> tuple[Proc, int]:
+def daphne(name: str, asgi: str, env: dict[str, str], module: str = "daphne") -> tuple[Proc, int]:
+    """``module``: ``daphne`` (stock) or ``chatroom.serve`` (daphne on uvloop, ours)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), asgi]
+    cmd = [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port), asgi]
     return start(name, cmd, env, "Listening on TCP address"), port
 
 

@@ -116,7 +116,10 @@ class DaphneServer(ManagedProcess):
         return f"ws://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatroom.asgi:application"]
+        return [
+            *(sys.executable, "-m", "chatroom.serve", "-b", "127.0.0.1", "-p", str(self.port)),
+            "chatroom.asgi:application",
+        ]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
