@@ -7,9 +7,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatroom.settings")
 django_asgi_app = get_asgi_application()  # populate apps before importing consumers
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from bots.consumers import route_bot_sockets  # noqa: E402
 from bots.worker import BotChannelConsumer, embedded_application  # noqa: E402
@@ -22,8 +22,10 @@ application = embedded_application(
         {
             "http": django_asgi_app,
             # /ws/bots/ (bot token, programs send no Origin) goes around the browsers' origin check.
+            # Sockets are a participant's (token or session), never a Django user's: no
+            # AuthMiddleware, whose user lookup cost every connect a database-thread hop.
             "websocket": route_bot_sockets(
-                AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+                AllowedHostsOriginValidator(SessionMiddlewareStack(URLRouter(websocket_urlpatterns)))
             ),
             "channel": ChannelNameRouter({"bots": BotChannelConsumer.as_asgi()}),
         }

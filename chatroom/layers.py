@@ -40,7 +40,7 @@ class ConfirmedShardConnection(RedisSingleShardConnection):
         super().__init__(host, channel_layer)
         self._confirmed: dict[str, asyncio.Future] = {}
 
-    async def subscribe(self, channel: str) -> None:
+    async def subscribe(self, channel: str, *, confirmed: bool = True) -> None:
         async with self._lock:
             confirmed = self._confirmed.get(channel)
             if confirmed is None:
@@ -50,6 +50,8 @@ class ConfirmedShardConnection(RedisSingleShardConnection):
                 self._ensure_receiver()
                 await self._pubsub.subscribe(channel)
                 self._subscribed_to.add(channel)
+        if not confirmed:
+            return
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.shield(confirmed)
@@ -100,6 +102,13 @@ class ConfirmedPubSubLoopLayer(RedisPubSubLoopLayer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._shards = [ConfirmedShardConnection(shard.host, self) for shard in self._shards]
+
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        """A consumer's own channel (``new_channel``) is a fresh random name nobody can have
+        sent to yet, and named channels (the bot worker's) carry wake-ups its sweep also
+        finds: neither waits for the confirmation (one round trip less per socket)."""
+        self.channels[channel] = asyncio.Queue()
+        await self._get_shard(channel).subscribe(channel, confirmed=False)
 
 
 class ConfirmedPubSubChannelLayer(RedisPubSubChannelLayer):

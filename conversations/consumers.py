@@ -22,6 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from . import events, heartbeat, presence, protocol, roster
 from .auth import authorize
 from .chat import Chat
+from .dispatching import PumpedConsumerMixin
 from .errors import ChatError, NotFound, NotParticipant, RateLimited
 from .models import Conversation
 
@@ -33,7 +34,7 @@ CLOSE_NOT_FOUND = 4404
 REPLAY_PAGE = 500
 
 
-class ConversationConsumer(AsyncWebsocketConsumer):
+class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
     chat: Chat | None = None
     participant = None
 
@@ -67,11 +68,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.tokens, self.tokens_at = float(self.chat.limits["FRAME_BURST"]), time.monotonic()
         self.group = events.group_name(self.chat.conversation.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_add(events.participant_group(self.participant.pk), self.channel_name)
+        # Both subscriptions at once: each waits for Redis's confirmation (chatroom/layers.py).
+        await asyncio.gather(
+            self.channel_layer.group_add(self.group, self.channel_name),
+            self.channel_layer.group_add(events.participant_group(self.participant.pk), self.channel_name),
+        )
         # The newest seq is read only now, after subscribing: what is older is history (the
         # client resumes from it), what is newer arrives as frames; nothing falls in between.
-        self.last_seq_sent = await database_sync_to_async(self._newest_seq)()
+        # The same database-thread hop marks the socket online.
+        self.last_seq_sent = await database_sync_to_async(self._came_online)()
         await self.send_frame(
             {
                 "type": "welcome",
@@ -80,7 +85,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 "last_seq": self.last_seq_sent,
             }
         )
-        await database_sync_to_async(self._came_online)()
         roster.presence_changed(self.chat.conversation.pk)
         heartbeat.register(self.channel_name, self.chat.conversation.pk, self.participant.pk)
         after = (query.get("after_seq") or [None])[0]
@@ -273,8 +277,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             raise NotParticipant("you have left this conversation", code="left")
         return chat, participant
 
-    def _came_online(self) -> None:
+    def _came_online(self) -> int:
+        """Mark this socket online; return the conversation's newest seq (see connect)."""
         presence.store().touch(self.chat.conversation.pk, self.participant.pk, self.channel_name)
+        return self._newest_seq()
 
     def _went_offline(self) -> None:
         presence.store().remove(self.chat.conversation.pk, self.participant.pk, self.channel_name)
