@@ -275,6 +275,7 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
         participant = authorize(chat.conversation, token, self.scope.get("session"))
         if participant.left_at is not None:
             raise NotParticipant("you have left this conversation", code="left")
+        participant.conversation = chat.conversation  # the same row: hold one copy per socket
         return chat, participant
 
     def _came_online(self) -> int:
