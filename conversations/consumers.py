@@ -37,6 +37,7 @@ REPLAY_PAGE = 500
 class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
     chat: Chat | None = None
     participant = None
+    me = ""  # the participant id, once authorized
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' own dispatch hops to the one sync thread (``close_old_connections``) before
@@ -68,11 +69,9 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
             return
         self.tokens, self.tokens_at = float(self.chat.limits["FRAME_BURST"]), time.monotonic()
         self.group = events.group_name(self.chat.conversation.pk)
-        # Both subscriptions at once: each waits for Redis's confirmation (chatroom/layers.py).
-        await asyncio.gather(
-            self.channel_layer.group_add(self.group, self.channel_name),
-            self.channel_layer.group_add(events.participant_group(self.participant.pk), self.channel_name),
-        )
+        self.me = str(self.participant.pk)  # frames "to" someone else are dropped (events.py)
+        # Waits for Redis's confirmation of the subscription (chatroom/layers.py).
+        await self.channel_layer.group_add(self.group, self.channel_name)
         # The newest seq is read only now, after subscribing: what is older is history (the
         # client resumes from it), what is newer arrives as frames; nothing falls in between.
         # The same database-thread hop marks the socket online.
@@ -101,7 +100,6 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
         if was_typing:  # a client that vanishes does not stay "typing"
             await database_sync_to_async(self.chat.set_typing)(self.participant, False)
         await self.channel_layer.group_discard(self.group, self.channel_name)
-        await self.channel_layer.group_discard(events.participant_group(self.participant.pk), self.channel_name)
         try:
             await database_sync_to_async(self._went_offline)()
         except Exception:  # never let a presence hiccup turn a close into a crash
@@ -226,7 +224,8 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
     async def chat_frame(self, event: dict[str, Any]) -> None:
         seq = event.get("seq")
         if seq is None:
-            await self.send(text_data=event["text"])
+            if event.get("to", self.me) == self.me:
+                await self.send(text_data=event["text"])
             return
         if seq <= self.last_seq_sent:
             return  # already sent by a replay or a gap fill
@@ -241,6 +240,8 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
         self.last_seq_sent = seq
 
     async def chat_close(self, event: dict[str, Any]) -> None:
+        if event.get("to", self.me) != self.me:
+            return
         if event.get("reason"):
             await self.send_frame({"type": "error", "code": "removed", "detail": event["reason"]})
         await self.close(event.get("code", CLOSE_FORBIDDEN))

@@ -27,11 +27,6 @@ def group_name(conversation_id) -> str:
     return f"conv.{conversation_id}"
 
 
-def participant_group(participant_id) -> str:
-    """Every socket of one participant (for kicks and frames meant for them alone)."""
-    return f"participant.{participant_id}"
-
-
 def send_frame(conversation_id, frame: dict[str, Any], *, seq: int | None = None) -> None:
     """Send one server->client frame to every socket of the conversation.
 
@@ -98,21 +93,26 @@ def participants_changed(conversation_id) -> None:
     send_frame(conversation_id, participants_frame(conversation_id))
 
 
-def send_to_participant(participant_id, frame: dict[str, Any]) -> None:
+# Frames for one participant travel in the conversation's group with a "to", and every other
+# socket drops them: a group per participant cost each socket a second subscription (memory,
+# a Redis round trip per connect) for events as rare as a kick.
+
+
+def send_to_participant(conversation_id, participant_id, frame: dict[str, Any]) -> None:
     """Send one frame to every socket of one participant only (e.g. their message was rejected)."""
     layer = get_channel_layer()
     if layer is None:
         return
     async_to_sync(layer.group_send)(
-        participant_group(participant_id), {"type": "chat.frame", "text": protocol.dumps(frame)}
+        group_name(conversation_id), {"type": "chat.frame", "text": protocol.dumps(frame), "to": str(participant_id)}
     )
 
 
-def close_participant(participant_id, code: int, reason: str = "") -> None:
+def close_participant(conversation_id, participant_id, code: int, reason: str = "") -> None:
     """Close every socket of one participant (kick, ban), in every process."""
     layer = get_channel_layer()
     if layer is None:
         return
     async_to_sync(layer.group_send)(
-        participant_group(participant_id), {"type": "chat.close", "code": code, "reason": reason}
+        group_name(conversation_id), {"type": "chat.close", "code": code, "reason": reason, "to": str(participant_id)}
     )

@@ -157,7 +157,7 @@ class ModerationMixin:
             message.approval = Message.Approval.REJECTED
             record = self._record(who, Action.REJECT, reason, message=message)
             frame = {"type": "message.updated", "message": protocol.message_to_dict(message)}
-            transaction.on_commit(lambda: events.send_to_participant(message.sender_id, frame))
+            transaction.on_commit(lambda: events.send_to_participant(message.conversation_id, message.sender_id, frame))
         return record
 
     # ---- participants ---------------------------------------------------------------------
@@ -382,8 +382,8 @@ class ModerationMixin:
             raise NotFound("no such message in this conversation") from None
 
     def _close_sockets(self, participant: Participant, reason: str) -> None:
-        pk = participant.pk
-        transaction.on_commit(lambda: events.close_participant(pk, CLOSE_REMOVED, reason))
+        conversation_id, pk = participant.conversation_id, participant.pk
+        transaction.on_commit(lambda: events.close_participant(conversation_id, pk, CLOSE_REMOVED, reason))
 
     def _record(
         self,

@@ -147,6 +147,8 @@ async def test_kick_by_admin_action_closes_their_sockets_and_announces_it(room: 
     _, done = await admin_action(staff_client, "participant", "kick_selected", [room.bob.pk], reason="off topic")
     assert done.status_code == 302
     assert await bob.closed_with() == 4403
+    await alice.send({"type": "ping"})  # the close was meant for bob's sockets only
+    await alice.expect("pong")
     system = await alice.next_message(lambda m: m["kind"] == "system" and m["data"]["event"] == "kicked")
     assert system["data"]["participant"]["id"] == str(room.bob.pk) and system["data"]["reason"] == "off topic"
     assert len(await sync_to_async(audit)("kick", target_participant_id=room.bob.pk)) == 1
