@@ -9,7 +9,6 @@ django_asgi_app = get_asgi_application()  # populate apps before importing consu
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from bots.consumers import route_bot_sockets  # noqa: E402
 from bots.worker import BotChannelConsumer, embedded_application  # noqa: E402
@@ -22,11 +21,10 @@ application = embedded_application(
         {
             "http": django_asgi_app,
             # /ws/bots/ (bot token, programs send no Origin) goes around the browsers' origin check.
-            # Sockets are a participant's (token or session), never a Django user's: no
-            # AuthMiddleware, whose user lookup cost every connect a database-thread hop.
-            "websocket": route_bot_sockets(
-                AllowedHostsOriginValidator(SessionMiddlewareStack(URLRouter(websocket_urlpatterns)))
-            ),
+            # Sockets are a participant's (token, or the session cookie read at connect:
+            # conversations.auth.session_of_socket), never a Django user's: no auth or session
+            # middleware (a database-thread hop per connect, a wrapper around every frame).
+            "websocket": route_bot_sockets(AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns))),
             "channel": ChannelNameRouter({"bots": BotChannelConsumer.as_asgi()}),
         }
     )

@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import events, heartbeat, presence, protocol, roster
-from .auth import authorize
+from .auth import authorize, session_of_socket
 from .chat import Chat
 from .dispatching import PumpedConsumerMixin
 from .errors import ChatError, NotFound, NotParticipant, RateLimited
@@ -273,7 +273,7 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
         chat = Chat.get_chat(conversation_id)
         if chat is None:
             raise NotFound("no such conversation")
-        participant = authorize(chat.conversation, token, self.scope.get("session"))
+        participant = authorize(chat.conversation, token, session_of_socket(self.scope))
         if participant.left_at is not None:
             raise NotParticipant("you have left this conversation", code="left")
         participant.conversation = chat.conversation  # the same row: hold one copy per socket
