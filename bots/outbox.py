@@ -240,25 +240,15 @@ def take_next(participant_id: str, owner: str, seconds: float) -> tuple[bool, Bo
     waiting for its retry time blocks the ones after it (order before speed).
     """
     now = timezone.now()
+    lease_until = now + timedelta(seconds=seconds)
+    lane = BotLane.objects.filter(participant_id=participant_id)
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                BotLane.objects.get_or_create(participant_id=participant_id)
-        except IntegrityError:  # created concurrently, or the participant is gone
-            if not Participant.objects.filter(pk=participant_id).exists():
-                return False, None
-        held = (
-            BotLane.objects.filter(participant_id=participant_id)
-            .filter(Q(owner=owner) | Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-            .update(owner=owner[:100], lease_until=now + timedelta(seconds=seconds))
-        )
-        if not held:
+        # Renewal: we held a live lease since our last call, so nobody else ran this lane and
+        # nothing of it can be stale (the worker finishes each delivery before it asks again):
+        # 1 UPDATE instead of the 6 round trips of taking a lane (bench/: the echo round trip).
+        renewed = lane.filter(owner=owner[:100], lease_until__gte=now).update(lease_until=lease_until)
+        if not renewed and not _acquire(participant_id, owner, now, lease_until):
             return False, None
-        stale = BotDelivery.objects.filter(participant_id=participant_id, status=Status.RUNNING)
-        stale.filter(attempts__gte=conf.max_attempts()).update(
-            status=Status.FAILED, finished_at=now, last_error="the worker stopped while running it; no tries left"
-        )
-        stale.update(status=Status.PENDING, last_error="the worker stopped while running it; tried again")
         first = BotDelivery.objects.filter(participant_id=participant_id, status=Status.PENDING).order_by("id").first()
         if first is None or first.available_at > now:
             return True, None
@@ -267,6 +257,30 @@ def take_next(participant_id: str, owner: str, seconds: float) -> tuple[bool, Bo
         )
     first.status, first.attempts, first.started_at, first.worker = Status.RUNNING, first.attempts + 1, now, owner
     return True, first
+
+
+def _acquire(participant_id: str, owner: str, now, lease_until) -> bool:
+    """Take a lane that is free, expired or already ours (inside take_next's transaction); a
+    delivery its last holder left running goes back to pending (or fails after max_attempts)."""
+    try:
+        with transaction.atomic():
+            BotLane.objects.get_or_create(participant_id=participant_id)
+    except IntegrityError:  # created concurrently, or the participant is gone
+        if not Participant.objects.filter(pk=participant_id).exists():
+            return False
+    held = (
+        BotLane.objects.filter(participant_id=participant_id)
+        .filter(Q(owner=owner) | Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(owner=owner[:100], lease_until=lease_until)
+    )
+    if not held:
+        return False
+    stale = BotDelivery.objects.filter(participant_id=participant_id, status=Status.RUNNING)
+    stale.filter(attempts__gte=conf.max_attempts()).update(
+        status=Status.FAILED, finished_at=now, last_error="the worker stopped while running it; no tries left"
+    )
+    stale.update(status=Status.PENDING, last_error="the worker stopped while running it; tried again")
+    return True
 
 
 def extend_lane(participant_id: str, owner: str, seconds: float) -> None:
