@@ -49,14 +49,23 @@ Status = BotDelivery.Status
 # ---- the sink -----------------------------------------------------------------------------------
 
 
-def enqueue(payload: dict[str, Any]) -> BotDelivery | None:
-    """Record one delivery for one bot participant if its trigger wants it; wake a worker."""
+def enqueue(
+    payload: dict[str, Any], *, bot: Participant | None = None, message: Message | None = None
+) -> BotDelivery | None:
+    """Record one delivery for one bot participant if its trigger wants it; wake a worker.
+
+    ``bot`` and ``message``, when the caller has them (``Chat``'s fan-out has just read the
+    room's active bots and stored the message), spare a query each per bot and message; the
+    worker reads the participant again before it runs the delivery (``BotWorker._prepare``)."""
     try:
         participant_id = uuid.UUID(str(payload.get("participant_id")))
     except ValueError:
         logger.warning("bot delivery without a valid participant_id dropped: %r", payload.get("type"))
         return None
-    participant = Participant.objects.filter(pk=participant_id, kind=Participant.Kind.BOT).first()
+    if bot is not None and bot.pk == participant_id and bot.kind == Participant.Kind.BOT:
+        participant = bot
+    else:
+        participant = Participant.objects.filter(pk=participant_id, kind=Participant.Kind.BOT).first()
     if participant is None or not participant.is_active:
         return None
     spec = registry.get_spec(participant.bot_name)
@@ -77,7 +86,8 @@ def enqueue(payload: dict[str, Any]) -> BotDelivery | None:
         return None
     if hop is None:
         return None
-    if message_id and not Message.objects.filter(pk=message_id).exists():
+    stored = message is not None and not message._state.adding and str(message.pk) == str(message_id)
+    if message_id and not stored and not Message.objects.filter(pk=message_id).exists():
         message_id = None
     delivery = BotDelivery.objects.create(
         participant=participant,

@@ -244,7 +244,7 @@ class Chat(ModerationMixin):
         }
         if extra:
             payload.update(extra)
-        events.send_to_bots(payload)
+        events.send_to_bots(payload, bot=bot, message=message)
 
     def deliver_status_to_bot(self, status: Mapping[str, Any], bot: Participant) -> None:
         """Hand a status event (joined, left, ended, typing, ...) to one bot participant."""
@@ -255,7 +255,8 @@ class Chat(ModerationMixin):
                 "participant_id": str(bot.pk),
                 "bot": bot.bot_name,
                 "status": dict(status),
-            }
+            },
+            bot=bot,
         )
 
     def _redirect_message(
@@ -291,7 +292,9 @@ class Chat(ModerationMixin):
                 "participant_id": str(bot.pk),
                 "bot": bot.bot_name,
                 **payload,
-            }
+            },
+            bot=bot,
+            message=message,
         )
 
     def mark_read(self, participant: Participant, seq: int) -> int:

@@ -56,19 +56,21 @@ def message_updated(message: Message) -> None:
 
 
 #: Set by the bots app (``register_bot_sink``): records each delivery in its outbox and wakes
-#: a worker. Without one, deliveries go straight to the channel as before.
-_bot_sink: Callable[[dict[str, Any]], Any] | None = None
+#: a worker, ``sink(payload, bot=..., message=...)``. Without one, deliveries go straight to the
+#: channel as before.
+_bot_sink: Callable[..., Any] | None = None
 
 
-def register_bot_sink(sink: Callable[[dict[str, Any]], Any] | None) -> None:
+def register_bot_sink(sink: Callable[..., Any] | None) -> None:
     global _bot_sink
     _bot_sink = sink
 
 
-def send_to_bots(payload: dict[str, Any]) -> None:
-    """Hand one delivery to the bot worker(s)."""
+def send_to_bots(payload: dict[str, Any], *, bot: Participant | None = None, message: Message | None = None) -> None:
+    """Hand one delivery to the bot worker(s). ``bot`` (the bot participant as just read) and
+    ``message`` (the stored message) spare the sink reading them again (bench/)."""
     if _bot_sink is not None:
-        _bot_sink(payload)
+        _bot_sink(payload, bot=bot, message=message)
         return
     layer = get_channel_layer()
     if layer is None:

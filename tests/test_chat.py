@@ -674,7 +674,7 @@ def handed_to_bots():
     """
     deliveries: list[dict] = []
     previous = events_module._bot_sink
-    events_module.register_bot_sink(deliveries.append)
+    events_module.register_bot_sink(lambda payload, **known: deliveries.append(payload))
     yield deliveries
     events_module.register_bot_sink(previous)
 
