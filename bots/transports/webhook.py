@@ -19,8 +19,6 @@ malformed answer fails the delivery at once.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -32,6 +30,7 @@ from .. import outbox
 from ..base import Bot, BotMessage, BotStatus
 from ..context import Context
 from ..models import BotDelivery
+from ..sdk.client import sign  # the SDK's is the one receivers use to verify (pure, no Django)
 from . import RetryLater
 
 SIGNATURE_HEADER = "X-Chatroom-Signature"
@@ -42,21 +41,6 @@ DEFAULT_ATTEMPTS = 5
 DEFAULT_BACKOFF = 1.0  # seconds before the 2nd attempt; doubles each time
 MAX_BACKOFF = 300.0
 MAX_RESPONSE = 8 * 1024 * 1024
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature header value: ``sha256=<hex>`` over ``"<timestamp>." + body``."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify(secret: str, timestamp: str, body: bytes, signature: str, *, max_age: float = 300) -> bool:
-    """For receivers (and the SDK): the signature matches and the timestamp is recent."""
-    try:
-        fresh = abs(time.time() - int(timestamp)) <= max_age
-    except (TypeError, ValueError):
-        return False
-    return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature or "")
 
 
 class WebhookBot(Bot):
