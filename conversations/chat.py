@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -52,6 +53,27 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 HUMAN_KINDS = {Message.Kind.TEXT, Message.Kind.LOCATION}
 BOT_KINDS = set(Message.Kind.values) - {Message.Kind.SYSTEM}
 ATTACHMENT_KINDS = {"file", "image", "audio", "video", "voice"}
+
+
+#: Take the next seq of an open conversation (no row: it has ended). The UPDATE holds the
+#: conversation's row lock until commit: seqs are gap-free and unique under any concurrency.
+_TAKE_SEQ_SQL = (
+    f"UPDATE {Conversation._meta.db_table} SET next_seq = next_seq + 1"
+    " WHERE id = %s AND status = %s RETURNING next_seq - 1"
+)
+
+
+@cache
+def _numbered_insert_sql(vendor: str) -> str:
+    """Chat._insert_numbered's statement: the seq taken and the message inserted with it; the
+    parameters are the conversation's id, its open status, then every field but ``seq``."""
+    fields = Message._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = ", ".join("taken.seq" if f.attname == "seq" else "%s" for f in fields)
+    return (
+        f"WITH taken(seq) AS ({_TAKE_SEQ_SQL})"
+        f" INSERT INTO {Message._meta.db_table} ({columns}) SELECT {values} FROM taken RETURNING seq"
+    )
 
 
 def clean_nickname(nickname: str | None) -> str:
@@ -547,23 +569,14 @@ class Chat(ModerationMixin):
             client_id=data["client_id"],
             approval=Message.Approval.AUTO,
         )
-        columns, values, params = [], [], []
-        for field in Message._meta.concrete_fields:
-            columns.append(connection.ops.quote_name(field.column))
-            if field.attname == "seq":
-                values.append("taken.seq")
-            else:
-                values.append("%s")
-                params.append(field.get_db_prep_save(getattr(message, field.attname), connection))
+        params = [
+            field.get_db_prep_save(getattr(message, field.attname), connection)
+            for field in Message._meta.concrete_fields
+            if field.attname != "seq"
+        ]
         pk = Conversation._meta.pk.get_db_prep_value(self.conversation.pk, connection)
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH taken AS (UPDATE {Conversation._meta.db_table} SET next_seq = next_seq + 1"
-                " WHERE id = %s AND status = %s RETURNING next_seq - 1 AS seq)"
-                f" INSERT INTO {Message._meta.db_table} ({', '.join(columns)})"
-                f" SELECT {', '.join(values)} FROM taken RETURNING seq",
-                [pk, Conversation.Status.OPEN, *params],
-            )
+            cursor.execute(_numbered_insert_sql(connection.vendor), [pk, Conversation.Status.OPEN, *params])
             row = cursor.fetchone()
         if row is None:
             raise ConversationEnded("this conversation has ended")
@@ -628,12 +641,8 @@ class Chat(ModerationMixin):
         """Take the next seq under the conversation's row lock (held until commit), so numbers
         are gap-free and unique under any concurrency; refuse if the conversation has ended."""
         pk = Conversation._meta.pk.get_db_prep_value(self.conversation.pk, connection)
-        table = Conversation._meta.db_table
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET next_seq = next_seq + 1 WHERE id = %s AND status = %s RETURNING next_seq - 1",
-                [pk, Conversation.Status.OPEN],
-            )
+            cursor.execute(_TAKE_SEQ_SQL, [pk, Conversation.Status.OPEN])
             row = cursor.fetchone()
         if row is None:
             raise ConversationEnded("this conversation has ended")
