@@ -8,12 +8,14 @@ import signal
 from django.core.management.base import BaseCommand
 
 from bots.worker import BotWorker
+from chatroom.serve import use_uvloop
 
 
 class Command(BaseCommand):
     help = "Deliver messages and status events to bots (consumes the 'bots' channel). Stop with SIGTERM."
 
     def handle(self, *args, **options) -> None:
+        use_uvloop()  # as daphne (chatroom/serve.py): CHAT_UVLOOP=0 keeps asyncio's own loop
         asyncio.run(self._run())
 
     async def _run(self) -> None:
