@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from conversations.chat import Chat
 from conversations.models import Attachment, Message, Participant
@@ -27,14 +28,30 @@ logger = logging.getLogger(__name__)
 
 def load_context(participant: Participant, start_label: str | None = "start") -> Context | None:
     """The stored Context; a new one starting at ``start_label`` (None: return None instead)."""
-    where = {
+    row = BotContext.objects.filter(participant=participant).first()
+    if row is None:
+        return Context.start(start_label, **_where(participant)) if start_label is not None else None
+    return _from_row(participant, row)
+
+
+def stored_context(participant: Participant) -> Context | None:
+    """The Context of a participant read with ``select_related("bot_context")``, or None."""
+    try:
+        row = participant.bot_context
+    except BotContext.DoesNotExist:
+        return None
+    return _from_row(participant, row)
+
+
+def _where(participant: Participant) -> dict[str, str]:
+    return {
         "participant_id": str(participant.pk),
         "conversation_id": str(participant.conversation_id),
         "bot_name": participant.bot_name,
     }
-    row = BotContext.objects.filter(participant=participant).first()
-    if row is None:
-        return Context.start(start_label, **where) if start_label is not None else None
+
+
+def _from_row(participant: Participant, row: BotContext) -> Context:
     return Context.from_dict(
         {
             "current_turn_id": row.current_turn_id,
@@ -45,16 +62,16 @@ def load_context(participant: Participant, start_label: str | None = "start") ->
             "created_at": row.created_at,
             "updated_at": row.updated_at,
         },
-        **where,
+        **_where(participant),
     )
 
 
 def save_context(context: Context) -> None:
+    """One UPDATE when the row exists (every turn but the first), else create it."""
     data = context.to_dict()
-    BotContext.objects.update_or_create(
-        participant_id=context.participant_id,
-        defaults={k: data[k] for k in ("current_turn_id", "requests", "responses", "labels", "misc")},
-    )
+    fields = {k: data[k] for k in ("current_turn_id", "requests", "responses", "labels", "misc")}
+    if not BotContext.objects.filter(participant_id=context.participant_id).update(**fields, updated_at=timezone.now()):
+        BotContext.objects.update_or_create(participant_id=context.participant_id, defaults=fields)
 
 
 def import_context(participant: Participant, exported: str | dict[str, Any]) -> Context:
@@ -68,14 +85,22 @@ def import_context(participant: Participant, exported: str | dict[str, Any]) -> 
     return context
 
 
-def save_replies(participant_id: str, replies: list[Reply], *, client_prefix: str | None = None) -> list[Message]:
-    """Store validated replies as messages of the bot participant, in order."""
-    participant = Participant.objects.select_related("conversation").get(pk=participant_id)
+def save_replies(
+    participant: Participant | str, replies: list[Reply], *, client_prefix: str | None = None
+) -> list[Message]:
+    """Store validated replies as messages of the bot participant, in order.
+
+    ``participant``: the bot participant with its conversation (as the worker has it), or its
+    id. A reply already stored under its client id (a delivery run again) is not stored twice:
+    ``save_message`` answers a resent client id with the stored message, and a reply with files
+    is looked up first, so that its files are not stored again."""
+    if not isinstance(participant, Participant):
+        participant = Participant.objects.select_related("conversation").get(pk=participant)
     chat = Chat(participant.conversation)
     saved: list[Message] = []
     for index, reply in enumerate(replies):
         client_id = f"{client_prefix}-{index}" if client_prefix else None
-        if client_id is not None:
+        if client_id is not None and reply.files:
             existing = Message.objects.filter(sender=participant, client_id=client_id).first()
             if existing is not None:
                 saved.append(existing)
@@ -92,7 +117,7 @@ def save_replies(participant_id: str, replies: list[Reply], *, client_prefix: st
                 "quoted_message_id": reply.quote,
             },
         )
-        if message.approval == Message.Approval.PENDING:
+        if message.approval == Message.Approval.PENDING and getattr(message, "created", False):
             outbox.notify_pending(message)
         saved.append(message)
     return saved

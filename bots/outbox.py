@@ -1,4 +1,4 @@
-"""The outbox: which bot gets what, recorded as ``BotDelivery`` rows, plus the lane leases.
+"""The outbox: which bot gets what, recorded as ``BotDelivery`` rows, and how a delivery ends.
 
 ``enqueue`` is registered with ``conversations.events`` as the bot sink (``BotsConfig.ready``):
 Chat's ``send_to_bots(payload)`` calls it after the message committed, in the process that
@@ -19,8 +19,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import transaction
 from django.utils import timezone
 
 from conversations import protocol
@@ -29,7 +28,7 @@ from conversations.models import Message, Participant
 
 from . import conf, registry
 from .base import mentions
-from .models import BotDelivery, BotLane
+from .models import BotDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +49,18 @@ Status = BotDelivery.Status
 
 
 def enqueue(
-    payload: dict[str, Any], *, bot: Participant | None = None, message: Message | None = None
+    payload: dict[str, Any],
+    *,
+    bot: Participant | None = None,
+    message: Message | None = None,
+    room_bots: list[Participant] | None = None,
 ) -> BotDelivery | None:
     """Record one delivery for one bot participant if its trigger wants it; wake a worker.
 
-    ``bot`` and ``message``, when the caller has them (``Chat``'s fan-out has just read the
-    room's active bots and stored the message), spare a query each per bot and message; the
-    worker reads the participant again before it runs the delivery (``BotWorker._prepare``)."""
+    ``bot``, ``message`` and ``room_bots``, when the caller has them (``Chat``'s fan-out has
+    just read the room's active bots and stored the message), spare a query each per bot and
+    message; the worker reads the participant again before it runs the delivery
+    (``BotWorker._prepare``)."""
     try:
         participant_id = uuid.UUID(str(payload.get("participant_id")))
     except ValueError:
@@ -75,7 +79,7 @@ def enqueue(
     kind = payload.get("type")
     message_id = None
     if kind == "bot.message":
-        hop = _message_hop(payload, participant, spec)
+        hop = _message_hop(payload, participant, spec, room_bots)
         message_id = (payload.get("message") or {}).get("id")
         delivery_type = BotDelivery.Type.MESSAGE
     elif kind == "bot.status":
@@ -108,7 +112,9 @@ def enqueue(
     return delivery
 
 
-def _message_hop(payload: dict[str, Any], participant: Participant, spec: registry.BotSpec) -> int | None:
+def _message_hop(
+    payload: dict[str, Any], participant: Participant, spec: registry.BotSpec, room_bots: list[Participant] | None
+) -> int | None:
     """The hop of this delivery, or None if this bot should not get the message."""
     message = payload.get("message") or {}
     sender = message.get("sender") or None
@@ -134,7 +140,7 @@ def _message_hop(payload: dict[str, Any], participant: Participant, spec: regist
     if spec.trigger == "mention":
         return hop if addressed else None
     # "auto": every message when it is the room's only bot (the manager aside), else @mentions.
-    return hop if addressed or _only_bot(participant) else None
+    return hop if addressed or _only_bot(participant, room_bots) else None
 
 
 def _is_manager_command(message: dict[str, Any], participant: Participant) -> bool:
@@ -174,11 +180,18 @@ def _quotes_bot(message: dict[str, Any], participant: Participant) -> bool:
     return bool(quoted) and Message.objects.filter(pk=quoted, sender_id=participant.pk).exists()
 
 
-def _only_bot(participant: Participant) -> bool:
+def _only_bot(participant: Participant, room_bots: list[Participant] | None = None) -> bool:
+    """No other active bot in the room (the manager aside); ``room_bots``: the room's active
+    bots as the caller just read them."""
+    manager = conf.manager()
+    if room_bots is not None:
+        return not any(
+            b.pk != participant.pk and b.is_bot and b.left_at is None and not b.banned and b.bot_name != manager
+            for b in room_bots
+        )
     others = Participant.objects.filter(
         conversation_id=participant.conversation_id, kind=Participant.Kind.BOT, left_at__isnull=True, banned=False
     ).exclude(pk=participant.pk)
-    manager = conf.manager()
     if manager:
         others = others.exclude(bot_name=manager)
     return not others.exists()
@@ -238,72 +251,7 @@ def wake(participant_id: uuid.UUID | str) -> None:
         logger.exception("could not send a bot wake-up for %s", participant_id)
 
 
-# ---- lanes: one worker per bot participant at a time ----------------------------------------------
-
-
-def take_next(participant_id: str, owner: str, seconds: float) -> tuple[bool, BotDelivery | None]:
-    """Take or renew the participant's lease, then claim its oldest pending delivery.
-
-    Returns (whether we hold the lane, the delivery now marked running or None). Whoever holds
-    the lease runs nothing between two calls, so a delivery still marked running here was left
-    by a dead worker: it goes back to pending (or fails after ``max_attempts``). A delivery
-    waiting for its retry time blocks the ones after it (order before speed).
-    """
-    now = timezone.now()
-    lease_until = now + timedelta(seconds=seconds)
-    lane = BotLane.objects.filter(participant_id=participant_id)
-    with transaction.atomic():
-        # Renewal: we held a live lease since our last call, so nobody else ran this lane and
-        # nothing of it can be stale (the worker finishes each delivery before it asks again):
-        # 1 UPDATE instead of the 6 round trips of taking a lane (bench/: the echo round trip).
-        renewed = lane.filter(owner=owner[:100], lease_until__gte=now).update(lease_until=lease_until)
-        if not renewed and not _acquire(participant_id, owner, now, lease_until):
-            return False, None
-        first = BotDelivery.objects.filter(participant_id=participant_id, status=Status.PENDING).order_by("id").first()
-        if first is None or first.available_at > now:
-            return True, None
-        BotDelivery.objects.filter(pk=first.pk).update(
-            status=Status.RUNNING, attempts=F("attempts") + 1, started_at=now, worker=owner[:100]
-        )
-    first.status, first.attempts, first.started_at, first.worker = Status.RUNNING, first.attempts + 1, now, owner
-    return True, first
-
-
-def _acquire(participant_id: str, owner: str, now, lease_until) -> bool:
-    """Take a lane that is free, expired or already ours (inside take_next's transaction); a
-    delivery its last holder left running goes back to pending (or fails after max_attempts)."""
-    try:
-        with transaction.atomic():
-            BotLane.objects.get_or_create(participant_id=participant_id)
-    except IntegrityError:  # created concurrently, or the participant is gone
-        if not Participant.objects.filter(pk=participant_id).exists():
-            return False
-    held = (
-        BotLane.objects.filter(participant_id=participant_id)
-        .filter(Q(owner=owner) | Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(owner=owner[:100], lease_until=lease_until)
-    )
-    if not held:
-        return False
-    stale = BotDelivery.objects.filter(participant_id=participant_id, status=Status.RUNNING)
-    stale.filter(attempts__gte=conf.max_attempts()).update(
-        status=Status.FAILED, finished_at=now, last_error="the worker stopped while running it; no tries left"
-    )
-    stale.update(status=Status.PENDING, last_error="the worker stopped while running it; tried again")
-    return True
-
-
-def extend_lane(participant_id: str, owner: str, seconds: float) -> None:
-    """A bot with a longer timeout than the default keeps its lease as long."""
-    BotLane.objects.filter(participant_id=participant_id, owner=owner).update(
-        lease_until=timezone.now() + timedelta(seconds=seconds)
-    )
-
-
-def release_lane(participant_id: str, owner: str) -> bool:
-    """Give the lane up; return whether work is waiting (a wake-up we refused meanwhile)."""
-    BotLane.objects.filter(participant_id=participant_id, owner=owner).update(owner="", lease_until=None)
-    return has_pending(participant_id)
+# ---- a delivery's end (lanes: bots/lanes.py) ---------------------------------------------------
 
 
 def finish(delivery_id: int, status: str, error: str = "") -> None:
@@ -321,22 +269,3 @@ def retry_later(delivery_id: int, seconds: float, error: str, status: int | None
         last_error=error[:10000],
         last_status=status,
     )
-
-
-def has_pending(participant_id: str) -> bool:
-    return BotDelivery.objects.filter(
-        participant_id=participant_id, status=Status.PENDING, available_at__lte=timezone.now()
-    ).exists()
-
-
-def lanes_to_sweep(limit: int = 1000) -> list[str]:
-    """Participants with work and no live lease: lost wake-ups, dead workers, retries now due."""
-    now = timezone.now()
-    busy = BotLane.objects.filter(lease_until__gt=now).values("participant_id")
-    rows = (
-        BotDelivery.objects.filter(Q(status=Status.PENDING, available_at__lte=now) | Q(status=Status.RUNNING))
-        .exclude(participant_id__in=busy)
-        .values_list("participant_id", flat=True)
-        .distinct()[:limit]
-    )
-    return [str(pk) for pk in rows]

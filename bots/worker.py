@@ -31,18 +31,20 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, transaction
+from django.utils import timezone
 
 from conversations.errors import ChatError
 from conversations.events import BOT_CHANNEL
 from conversations.models import Participant
 
-from . import conf, delivery, outbox, registry
+from . import conf, delivery, lanes, outbox, registry
 from .base import Bot, BotMessage, BotStatus
 from .context import Context
 from .models import BotDelivery
@@ -111,12 +113,12 @@ class BotWorker:
         _workers.discard(self)
         for task in self.tasks:
             task.cancel()
-        lanes = list(self.lanes.values())
-        if lanes:
-            await asyncio.wait(lanes, timeout=conf.timeout() + 1 if grace is None else grace)
-        for task in lanes:
+        running = list(self.lanes.values())
+        if running:
+            await asyncio.wait(running, timeout=conf.timeout() + 1 if grace is None else grace)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self.tasks, *lanes, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *running, return_exceptions=True)
         await asyncio.gather(*(_closing(bot) for _, bot in self.instances.values()), return_exceptions=True)
         self.tasks.clear()
         self.lanes.clear()
@@ -164,7 +166,7 @@ class BotWorker:
                 await asyncio.sleep(conf.sweep_interval())
 
     async def sweep(self) -> None:
-        for participant_id in await db(outbox.lanes_to_sweep):
+        for participant_id in await db(lanes.to_sweep):
             self.wake(participant_id)
 
     async def _sweep_forever(self) -> None:
@@ -202,32 +204,41 @@ class BotWorker:
     # ---- lanes --------------------------------------------------------------------------------
 
     async def _lane(self, participant_id: str) -> None:
+        """Run a participant's deliveries in order while this worker holds its lease.
+
+        The lease's end is kept here: a delivery that follows another costs one statement
+        (``lanes.claim_next``), the lease is renewed only when less than a delivery's time is
+        left, and an idle lane is given up by one more (bench/: the echo round trip)."""
         lease = conf.timeout() + LEASE_MARGIN
-        held = False
+        until: datetime | None = None  # our lease's end while we hold the lane
         try:
             while self.running:
                 self.again.discard(participant_id)
-                held, item = await db(outbox.take_next, participant_id, self.owner, lease)
-                while held and item is not None:
+                if until is None:
+                    until = await db(lanes.take, participant_id, self.owner, lease)
+                elif until - timezone.now() < timedelta(seconds=lease - LEASE_MARGIN / 2):
+                    until = await db(lanes.renew, participant_id, self.owner, lease)
+                if until is None:
+                    break  # another worker owns the lane (or took it over) and drains it
+                item = await db(lanes.claim_next, participant_id, self.owner)
+                if item is not None:
                     await self._run(item)
                     await self._notify()
-                    if not self.running:
-                        break  # stopping: give the lane up between deliveries
-                    held, item = await db(outbox.take_next, participant_id, self.owner, lease)
-                if not held:
-                    break  # another worker owns the lane (or took it over) and drains it
-                held = False
-                more = await db(outbox.release_lane, participant_id, self.owner)
-                # A wake-up refused while we held the lease is ours to honour.
-                if not more and participant_id not in self.again:
-                    break
+                    continue  # while running; stopping gives the lane up between deliveries
+                if participant_id in self.again:
+                    continue  # woken while we looked: look again before giving the lane up
+                if await db(lanes.release_if_idle, participant_id, self.owner):
+                    until = None
+                    # A wake-up refused while we held the lease is ours to honour.
+                    if participant_id not in self.again:
+                        break
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("bot lane %s failed; the sweep will retry it", participant_id)
         finally:
-            if held:
-                await asyncio.shield(db(outbox.release_lane, participant_id, self.owner))
+            if until is not None:
+                await asyncio.shield(db(lanes.release, participant_id, self.owner))
             if self.lanes.get(participant_id) is asyncio.current_task():
                 del self.lanes[participant_id]
             if self.running and participant_id in self.again:
@@ -235,9 +246,12 @@ class BotWorker:
                 self.wake(participant_id)
 
     def _prepare(self, item: BotDelivery) -> tuple[registry.BotSpec, Participant, Context | None] | None:
-        """Everything a delivery needs from the database, in one trip (None: skipped)."""
+        """Everything a delivery needs from the database in one query: the participant, its
+        conversation and its stored Context (None: skipped)."""
         spec = registry.get_spec(item.bot_name)
-        participant = Participant.objects.filter(pk=item.participant_id).first()
+        participant = (
+            Participant.objects.select_related("conversation", "bot_context").filter(pk=item.participant_id).first()
+        )
         if spec is None or participant is None:
             outbox.finish(item.id, BotDelivery.Status.SKIPPED, "the bot is not installed any more")
             return None
@@ -245,14 +259,14 @@ class BotWorker:
             outbox.finish(item.id, BotDelivery.Status.SKIPPED, "the bot has left the conversation")
             return spec, participant, None
         if spec.timeout and spec.timeout > conf.timeout():
-            outbox.extend_lane(str(participant.pk), self.owner, spec.timeout + LEASE_MARGIN)
-        return spec, participant, delivery.load_context(participant, None)
+            lanes.extend(str(participant.pk), self.owner, spec.timeout + LEASE_MARGIN)
+        return spec, participant, delivery.stored_context(participant)
 
     @staticmethod
     def _commit(item: BotDelivery, participant: Participant, replies: list, context: Context) -> None:
         """A turn is all or nothing: replies, Context and the delivery's state in one transaction."""
         with transaction.atomic():
-            delivery.save_replies(str(participant.pk), replies, client_prefix=f"bot-{item.id}")
+            delivery.save_replies(participant, replies, client_prefix=f"bot-{item.id}")
             delivery.save_context(context)
             outbox.finish(item.id, BotDelivery.Status.DONE)
 

@@ -254,7 +254,12 @@ class Chat(ModerationMixin):
             return existing
 
     def deliver_message_to_bot(
-        self, message: Message, bot: Participant, *, extra: Mapping[str, Any] | None = None
+        self,
+        message: Message,
+        bot: Participant,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        room_bots: list[Participant] | None = None,
     ) -> None:
         """Hand a message to one bot participant over the channel layer (the bot worker acts)."""
         payload = {
@@ -266,7 +271,7 @@ class Chat(ModerationMixin):
         }
         if extra:
             payload.update(extra)
-        events.send_to_bots(payload, bot=bot, message=message)
+        events.send_to_bots(payload, bot=bot, message=message, room_bots=room_bots)
 
     def deliver_status_to_bot(self, status: Mapping[str, Any], bot: Participant) -> None:
         """Hand a status event (joined, left, ended, typing, ...) to one bot participant."""
@@ -679,9 +684,10 @@ class Chat(ModerationMixin):
         events.message_created(message)
         if no_bots:
             return
-        for bot in self._active_bots():
+        bots = self._active_bots()
+        for bot in bots:
             if bot.pk != message.sender_id:
-                self.deliver_message_to_bot(message, bot)
+                self.deliver_message_to_bot(message, bot, room_bots=bots)
 
     def _status_to_bots(
         self, event: str, participant: Participant | None, *, exclude: Participant | None = None

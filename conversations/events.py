@@ -66,11 +66,18 @@ def register_bot_sink(sink: Callable[..., Any] | None) -> None:
     _bot_sink = sink
 
 
-def send_to_bots(payload: dict[str, Any], *, bot: Participant | None = None, message: Message | None = None) -> None:
-    """Hand one delivery to the bot worker(s). ``bot`` (the bot participant as just read) and
-    ``message`` (the stored message) spare the sink reading them again (bench/)."""
+def send_to_bots(
+    payload: dict[str, Any],
+    *,
+    bot: Participant | None = None,
+    message: Message | None = None,
+    room_bots: list[Participant] | None = None,
+) -> None:
+    """Hand one delivery to the bot worker(s). ``bot`` (the bot participant as just read),
+    ``message`` (the stored message) and ``room_bots`` (the room's active bots, as just read)
+    spare the sink reading them again (bench/)."""
     if _bot_sink is not None:
-        _bot_sink(payload, bot=bot, message=message)
+        _bot_sink(payload, bot=bot, message=message, room_bots=room_bots)
         return
     layer = get_channel_layer()
     if layer is None:

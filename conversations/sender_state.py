@@ -28,9 +28,12 @@ RECENT_MESSAGES_SQL = (
     f" WHERE m.{Message._meta.get_field('sender').column} = {_column(Participant, 'id')}"
     f" AND m.{Message._meta.get_field('created_at').column} >= %s"
 )
+# Bots other than the sender: a bot's reply in a room where it is the only bot needs no bot
+# lookup after commit either (bench/: the echo round trip).
 HAS_ACTIVE_BOTS_SQL = (
     f"EXISTS (SELECT 1 FROM {Participant._meta.db_table} b"
     f" WHERE b.{Participant._meta.get_field('conversation').column} = {_column(Participant, 'conversation')}"
+    f" AND b.{Participant._meta.pk.column} <> {_column(Participant, 'id')}"
     f" AND b.{Participant._meta.get_field('kind').column} = %s"
     f" AND b.{Participant._meta.get_field('left_at').column} IS NULL"
     f" AND NOT b.{Participant._meta.get_field('banned').column})"
@@ -76,7 +79,8 @@ def _statement(vendor: str) -> _Statement:
 
 def load(participant_id, rate_since: datetime) -> Participant | None:
     """The participant with its conversation, ``recent_messages`` (sent since ``rate_since``)
-    and ``has_active_bots`` (of the room), or None if there is no such participant."""
+    and ``has_active_bots`` (active bots in the room other than this participant), or None if
+    there is no such participant."""
     statement = _statement(connection.vendor)
     params = [
         connection.ops.adapt_datetimefield_value(rate_since),

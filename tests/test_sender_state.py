@@ -36,3 +36,14 @@ def test_load_of_an_unknown_participant_is_none(db):
     import uuid
 
     assert sender_state.load(uuid.uuid4(), timezone.now()) is None
+
+
+def test_a_bot_does_not_count_itself_among_the_rooms_bots(make_chat):
+    """A reply of the room's only bot needs no bot lookup after its commit; a second bot does."""
+    chat, owner = make_chat(bots=["echo"])
+    echo = Participant.objects.get(conversation=chat.conversation, kind=Participant.Kind.BOT)
+    now = timezone.now()
+    assert sender_state.load(owner.pk, now).has_active_bots
+    assert not sender_state.load(echo.pk, now).has_active_bots
+    chat.add_bot("echo")
+    assert sender_state.load(echo.pk, now).has_active_bots

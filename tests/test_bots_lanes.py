@@ -1,0 +1,97 @@
+"""The lane statements (bots/lanes.py) on whichever database the suite runs: one holder at a
+time, deliveries claimed oldest first, a retry blocking the ones after it, an idle lane given up
+only when nothing can run, deliveries of a dead holder recovered."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from bots import lanes, outbox
+from bots.models import BotDelivery, BotLane
+from conversations.models import Participant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def lane(make_chat, monkeypatch):
+    """An echo bot participant (as a string id) with three pending deliveries and no worker."""
+    monkeypatch.setattr(outbox, "wake", lambda participant_id: None)
+    chat, alice = make_chat(bots=["echo"])
+    echo = Participant.objects.get(conversation=chat.conversation, kind=Participant.Kind.BOT)
+    for i in range(3):
+        chat.save_message(alice, {"client_id": f"c{i}", "text": f"m{i}"})
+    assert BotDelivery.objects.filter(participant=echo, status="pending").count() == 3
+    return str(echo.pk)
+
+
+def texts(items):
+    return [item.payload["message"]["text"] for item in items]
+
+
+def test_one_holder_at_a_time_until_the_lease_expires(lane):
+    until = lanes.take(lane, "w1", 60)
+    assert until is not None and until > timezone.now()
+    assert lanes.take(lane, "w2", 60) is None
+    assert lanes.renew(lane, "w2", 60) is None
+    assert lanes.renew(lane, "w1", 60) is not None
+    BotLane.objects.filter(participant_id=lane).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert lanes.renew(lane, "w1", 60) is None  # expired: w1 must take it again, as anyone
+    assert lanes.take(lane, "w2", 60) is not None
+    assert BotLane.objects.get(participant_id=lane).owner == "w2"
+
+
+def test_deliveries_are_claimed_oldest_first_then_none(lane):
+    lanes.take(lane, "w1", 60)
+    claimed = [lanes.claim_next(lane, "w1") for _ in range(4)]
+    assert texts(claimed[:3]) == ["m0", "m1", "m2"]
+    assert claimed[3] is None
+    first = BotDelivery.objects.get(pk=claimed[0].pk)
+    assert (first.status, first.attempts, first.worker) == ("running", 1, "w1")
+    assert (claimed[0].status, claimed[0].attempts, claimed[0].participant_id) == ("running", 1, first.participant_id)
+
+
+def test_a_delivery_waiting_for_its_retry_blocks_the_ones_after_it(lane):
+    lanes.take(lane, "w1", 60)
+    first = lanes.claim_next(lane, "w1")
+    outbox.retry_later(first.pk, 60, "webhook said 503")
+    assert lanes.claim_next(lane, "w1") is None  # order before speed
+    assert lanes.release_if_idle(lane, "w1")  # nothing can run now: the lane is given up
+    assert BotLane.objects.get(participant_id=lane).owner == ""
+    BotDelivery.objects.filter(pk=first.pk).update(available_at=timezone.now())
+    lanes.take(lane, "w1", 60)
+    assert texts([lanes.claim_next(lane, "w1")]) == ["m0"]
+
+
+def test_an_idle_lane_is_kept_while_a_delivery_can_run(lane):
+    lanes.take(lane, "w1", 60)
+    assert not lanes.release_if_idle(lane, "w1")  # three wait: claim them first
+    for _ in range(3):
+        outbox.finish(lanes.claim_next(lane, "w1").pk, BotDelivery.Status.DONE)
+    assert not lanes.release_if_idle(lane, "w2")  # not w2's to give up
+    assert lanes.release_if_idle(lane, "w1")
+    assert lanes.take(lane, "w2", 60) is not None
+
+
+def test_deliveries_left_running_by_a_dead_holder_are_recovered(lane, settings):
+    settings.CHAT_BOT_MAX_ATTEMPTS = 2
+    lanes.take(lane, "dead", 60)
+    tried_once, tried_twice = lanes.claim_next(lane, "dead"), lanes.claim_next(lane, "dead")
+    BotDelivery.objects.filter(pk=tried_twice.pk).update(attempts=2)
+    BotLane.objects.filter(participant_id=lane).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert lanes.take(lane, "w1", 60) is not None
+    statuses = dict(BotDelivery.objects.filter(participant_id=lane).values_list("id", "status"))
+    assert statuses[tried_once.pk] == "pending"
+    assert statuses[tried_twice.pk] == "failed"
+    assert texts([lanes.claim_next(lane, "w1")]) == ["m0"]
+
+
+def test_a_lane_row_is_created_on_first_take_and_none_for_a_deleted_participant(lane):
+    assert not BotLane.objects.filter(participant_id=lane).exists()
+    assert lanes.take(lane, "w1", 60) is not None
+    assert BotLane.objects.filter(participant_id=lane).exists()
+    Participant.objects.filter(pk=lane).delete()
+    assert lanes.take(lane, "w1", 60) is None
