@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from channels_redis.pubsub import (
     RedisPubSubChannelLayer,
@@ -25,6 +26,8 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 from channels_redis.utils import _wrap_close  # private, but the layer's own close hook (pinned)
+
+from .inbox import Inbox
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +106,19 @@ class ConfirmedPubSubLoopLayer(RedisPubSubLoopLayer):
         super().__init__(*args, **kwargs)
         self._shards = [ConfirmedShardConnection(shard.host, self) for shard in self._shards]
 
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A consumer's own channel: its one reader is the consumer, so its queue is an
+        ``Inbox``, not an ``asyncio.Queue`` (~2.5 KB less per idle socket)."""
+        channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
+        self.channels[channel] = Inbox()
+        await self._get_shard(channel).subscribe(channel, confirmed=False)
+        return channel
+
     async def _subscribe_to_channel(self, channel: str) -> None:
         """A consumer's own channel (``new_channel``) is a fresh random name nobody can have
         sent to yet, and named channels (the bot worker's) carry wake-ups its sweep also
-        finds: neither waits for the confirmation (one round trip less per socket)."""
+        finds: neither waits for the confirmation (one round trip less per socket). A named
+        channel may have several readers in a process: an ``asyncio.Queue``."""
         self.channels[channel] = asyncio.Queue()
         await self._get_shard(channel).subscribe(channel, confirmed=False)
 

@@ -13,37 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 
-
-class _Inbox:
-    """A queue for one reader: a deque and one waiter. ``asyncio.Queue`` keeps four deques and
-    an Event, ~3 KB, and every idle socket holds one (bench/: memory per connection)."""
-
-    __slots__ = ("_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: deque = deque()
-        self._waiter: asyncio.Future | None = None
-
-    def put(self, item: Any) -> None:
-        self._items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.popleft()
+from chatroom.inbox import Inbox
 
 
 class _Failed:
@@ -57,16 +33,16 @@ async def dispatch_many(
     sources: list[Callable[[], Awaitable[Any]]], dispatch: Callable[[Any], Awaitable[None]]
 ) -> None:
     """Hand every event of every source to ``dispatch``, one at a time, until it raises."""
-    inbox = _Inbox()
+    inbox = Inbox()  # one reader: the loop below
 
     async def pump(source: Callable[[], Awaitable[Any]]) -> None:
         try:
             while True:
-                inbox.put(await source())
+                inbox.put_nowait(await source())
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # handed to the loop below, which raises it
-            inbox.put(_Failed(error))
+            inbox.put_nowait(_Failed(error))
 
     pumps = [asyncio.ensure_future(pump(source)) for source in sources]
     try:

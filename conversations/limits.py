@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, TypedDict
 
 from django.conf import settings
 
@@ -53,14 +55,22 @@ SIZE_LIMIT_BY_KIND = {
 
 
 def get_limits() -> ChatLimits:
-    """The limits in force: defaults overridden by ``settings.CHAT_LIMITS`` (unknown keys refused)."""
+    """The limits in force: defaults overridden by ``settings.CHAT_LIMITS`` (unknown keys refused).
+
+    One read-only mapping per distinct setting, shared by every ``Chat``: a socket holds a
+    Chat, and a dict of limits each was ~300 bytes per idle socket (bench/)."""
     overrides = getattr(settings, "CHAT_LIMITS", {}) or {}
-    unknown = set(overrides) - set(DEFAULT_LIMITS)
+    return _limits(tuple(sorted(overrides.items())))
+
+
+@lru_cache(maxsize=8)
+def _limits(overrides: tuple[tuple[str, Any], ...]) -> ChatLimits:
+    unknown = {key for key, _ in overrides} - set(DEFAULT_LIMITS)
     if unknown:
         raise ValueError(f"Unknown CHAT_LIMITS keys: {sorted(unknown)}")
     limits = dict(DEFAULT_LIMITS)
-    limits.update({key: int(value) for key, value in overrides.items()})
-    return limits  # type: ignore[return-value]
+    limits.update({key: int(value) for key, value in overrides})
+    return MappingProxyType(limits)  # type: ignore[return-value]
 
 
 def max_upload_size(limits: ChatLimits) -> int:
