@@ -170,3 +170,39 @@ def test_a_bad_bot_spec_is_reported_and_leaves_the_others_working(settings):
     r = Client().get("/api/bots")
     assert r.status_code == 200
     assert [b["name"] for b in r.json()["bots"]] == ["echo"]
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_an_external_bots_token_once_and_rotation_revokes_the_old_one(client):
+    """Only the hash is stored; the token appears in the admin's message once, and works."""
+    import re
+
+    from django.contrib.messages import get_messages
+
+    from bots.auth import bot_from_token
+    from bots.models import Bot
+
+    def shown_token(response) -> str:
+        found = [re.search(r"copy it now\): (\S+)", str(m)) for m in get_messages(response.wsgi_request)]
+        tokens = [m.group(1) for m in found if m]
+        assert len(tokens) == 1, "the token is shown exactly once"
+        return tokens[0]
+
+    staff = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw")
+    client.force_login(staff)
+    form = {"name": "hook", "kind": "webhook", "url": "https://bots.example.com/hook", "trigger": "all"}
+    form |= {"args": "[]", "kwargs": "{}", "enabled": "on"}
+    added = client.post("/admin/bots/bot/add/", form)
+    assert added.status_code == 302, added.content.decode()[:2000]
+    first = shown_token(added)
+    row = Bot.objects.get(name="hook")
+    assert first.startswith("hook.") and first not in row.token_hash and len(row.token_hash) == 64
+    assert bot_from_token(first).name == "hook"
+
+    assert first in client.get("/admin/bots/bot/").content.decode()  # the page after the save
+    assert first not in client.get("/admin/bots/bot/").content.decode()  # and never again
+    rotated = client.post("/admin/bots/bot/", {"action": "rotate_token", "_selected_action": [row.pk]})
+    second = shown_token(rotated)
+    assert second != first
+    assert bot_from_token(first) is None  # the old token stops working
+    assert bot_from_token(second).name == "hook"
