@@ -294,6 +294,44 @@ def test_uploads_limits_and_previews(start_daphne, people, artefacts):
     assert not alice.errors and not bob.errors, alice.errors + bob.errors
 
 
+def test_dropped_and_pasted_files_join_the_tray_and_are_sent(daphne, people):
+    """Files dropped on the timeline or pasted into the composer go the picker's way."""
+    alice = people(daphne, "Alice")
+    conversation_id = alice.create("Drops")
+    bob = people(daphne, "Bob")
+    bob.join(conversation_id)
+    page = alice.page
+    files = page.evaluate_handle(
+        """() => {
+            const dt = new DataTransfer();
+            dt.items.add(new File(["dropped notes"], "dropped.txt", {type: "text/plain"}));
+            return dt;
+        }"""
+    )
+    page.dispatch_event("#timeline", "dragenter", {"dataTransfer": files})
+    expect(page.locator("#drop-zone")).to_be_visible()
+    page.dispatch_event("#timeline", "drop", {"dataTransfer": files})
+    expect(page.locator("#drop-zone")).to_be_hidden()
+    expect(page.locator(".tray-item.done", has_text="dropped.txt")).to_be_visible()
+    # A pasted screenshot comes as "image.png" (or nameless): it gets a name of its own.
+    page.evaluate(
+        """(png) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([new Uint8Array(png)], "image.png", {type: "image/png"}));
+            const input = document.getElementById("message-input");
+            input.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt, bubbles: true, cancelable: true}));
+        }""",
+        list(tiny_png()),
+    )
+    expect(page.locator(".tray-item.done")).to_have_count(2)
+    expect(page.locator(".tray-item.done", has_text="pasted-")).to_be_visible()
+    alice.say("from the desktop")
+    message = bob.message("from the desktop")
+    expect(message.locator("a.file-link", has_text="dropped.txt")).to_be_visible()
+    expect(message.locator("img.preview-image")).to_have_attribute("alt", re.compile(r"^pasted-\d+-0\.png$"))
+    assert not alice.errors and not bob.errors, alice.errors + bob.errors
+
+
 def test_server_restart_recovers_and_shows_missed(start_daphne, people, artefacts):
     server = start_daphne()
     alice = people(server, "Alice")
