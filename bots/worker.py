@@ -206,32 +206,24 @@ class BotWorker:
     async def _lane(self, participant_id: str) -> None:
         """Run a participant's deliveries in order while this worker holds its lease.
 
-        The lease's end is kept here: a delivery that follows another costs one statement
-        (``lanes.claim_next``), the lease is renewed only when less than a delivery's time is
-        left, and an idle lane is given up by one more (bench/: the echo round trip)."""
+        The lease's end is kept here: the lease is renewed only when less than a delivery's
+        time is left, and one thread hop (``_next``) takes or renews the lane, claims the next
+        delivery and reads what it needs, or gives the idle lane up (bench/: the echo round
+        trip)."""
         lease = conf.timeout() + LEASE_MARGIN
         until: datetime | None = None  # our lease's end while we hold the lane
         try:
             while self.running:
                 self.again.discard(participant_id)
-                if until is None:
-                    until = await db(lanes.take, participant_id, self.owner, lease)
-                elif until - timezone.now() < timedelta(seconds=lease - LEASE_MARGIN / 2):
-                    until = await db(lanes.renew, participant_id, self.owner, lease)
-                if until is None:
-                    break  # another worker owns the lane (or took it over) and drains it
-                item = await db(lanes.claim_next, participant_id, self.owner)
+                until, item, prepared = await db(self._next, participant_id, until, lease)
                 if item is not None:
-                    await self._run(item)
+                    await self._run(item, prepared)
                     await self._notify()
                     continue  # while running; stopping gives the lane up between deliveries
-                if participant_id in self.again:
-                    continue  # woken while we looked: look again before giving the lane up
-                if await db(lanes.release_if_idle, participant_id, self.owner):
-                    until = None
-                    # A wake-up refused while we held the lease is ours to honour.
-                    if participant_id not in self.again:
-                        break
+                # Not held (another worker drains it), or given up as idle; a wake-up refused
+                # meanwhile is ours to honour.
+                if participant_id not in self.again:
+                    break
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -244,6 +236,24 @@ class BotWorker:
             if self.running and participant_id in self.again:
                 self.again.discard(participant_id)
                 self.wake(participant_id)
+
+    def _next(self, participant_id: str, until: datetime | None, lease: float) -> tuple:
+        """One thread hop of a lane: take the lane (or renew it when due), claim the next
+        delivery and prepare it; with nothing to run, give the lane up (refused while a
+        delivery can run: then claim again). Returns (lease end or None, delivery or None,
+        what ``_prepare`` returned)."""
+        while True:
+            if until is None:
+                until = lanes.take(participant_id, self.owner, lease)
+            elif until - timezone.now() < timedelta(seconds=lease - LEASE_MARGIN / 2):
+                until = lanes.renew(participant_id, self.owner, lease)
+            if until is None:
+                return None, None, None
+            item = lanes.claim_next(participant_id, self.owner)
+            if item is not None:
+                return until, item, self._prepare(item)
+            if lanes.release_if_idle(participant_id, self.owner):
+                return None, None, None
 
     def _prepare(self, item: BotDelivery) -> tuple[registry.BotSpec, Participant, Context | None] | None:
         """Everything a delivery needs from the database in one query: the participant, its
@@ -270,9 +280,9 @@ class BotWorker:
             delivery.save_context(context)
             outbox.finish(item.id, BotDelivery.Status.DONE)
 
-    async def _run(self, item: BotDelivery) -> None:
-        """Run one delivery to its end: done, failed (recorded and logged) or skipped."""
-        prepared = await db(self._prepare, item)
+    async def _run(self, item: BotDelivery, prepared: tuple | None) -> None:
+        """Run one delivery to its end: done, failed (recorded and logged) or skipped.
+        ``prepared``: what ``_prepare`` read for it (None: skipped already)."""
         if prepared is None:
             return
         spec, participant, context = prepared
