@@ -52,6 +52,7 @@ class _SQL:
             f"UPDATE {_LANE} SET {owner} = %s, {until} = %s WHERE {lane_pk} = %s"
             f" AND ({owner} = %s OR {until} IS NULL OR {until} < %s)"
         )
+        self.any_running = f"SELECT 1 FROM {_DELIVERY} WHERE {d_part} = %s AND {d_status} = '{running}' LIMIT 1"
         self.renew = f"UPDATE {_LANE} SET {until} = %s WHERE {lane_pk} = %s AND {owner} = %s AND {until} >= %s"
         self.claim = (
             f"UPDATE {_DELIVERY} SET {d_status} = '{running}', {attempts} = {attempts} + 1,"
@@ -109,9 +110,11 @@ def take(participant_id: str, owner: str, seconds: float) -> datetime | None:
 
 
 def _recover_stale(participant_id: str, now: datetime) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_sql().any_running, [_pk(participant_id)])
+        if cursor.fetchone() is None:
+            return  # the usual case: the last holder finished what it took
     stale = BotDelivery.objects.filter(participant_id=participant_id, status=Status.RUNNING)
-    if not stale.exists():
-        return
     stale.filter(attempts__gte=conf.max_attempts()).update(
         status=Status.FAILED, finished_at=now, last_error="the worker stopped while running it; no tries left"
     )

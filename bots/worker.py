@@ -259,9 +259,7 @@ class BotWorker:
         """Everything a delivery needs from the database in one query: the participant, its
         conversation and its stored Context (None: skipped)."""
         spec = registry.get_spec(item.bot_name)
-        participant = (
-            Participant.objects.select_related("conversation", "bot_context").filter(pk=item.participant_id).first()
-        )
+        participant, context = delivery.participant_and_context(item.participant_id)
         if spec is None or participant is None:
             outbox.finish(item.id, BotDelivery.Status.SKIPPED, "the bot is not installed any more")
             return None
@@ -270,7 +268,7 @@ class BotWorker:
             return spec, participant, None
         if spec.timeout and spec.timeout > conf.timeout():
             lanes.extend(str(participant.pk), self.owner, spec.timeout + LEASE_MARGIN)
-        return spec, participant, delivery.stored_context(participant)
+        return spec, participant, context
 
     @staticmethod
     def _commit(item: BotDelivery, participant: Participant, replies: list, context: Context) -> None:

@@ -5,7 +5,8 @@ admin or a moderator in another process may have changed them), the sender's mes
 the rate window, and whether the room has an active bot. Built by the ORM (``select_related``
 with two annotations) the query cost ~0.9 ms of CPU per message, on the one database thread
 that every socket of a process shares (bench/); its SQL is the same for every send, so it is
-built once per database vendor and the rows are converted exactly as the ORM would.
+built once per database vendor and the rows are converted exactly as the ORM would
+(``conversations/rows.py``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ from functools import cache
 from django.db import connection
 
 from .models import Conversation, Message, Participant
-
-
-def _column(model, field: str) -> str:
-    return f"{model._meta.db_table}.{model._meta.get_field(field).column}"
-
+from .rows import Columns
+from .rows import column as _column
 
 # Both refer to the outer participant row by its table name.
 RECENT_MESSAGES_SQL = (
@@ -43,33 +41,13 @@ HAS_ACTIVE_BOTS_SQL = (
 class _Statement:
     def __init__(self, vendor: str) -> None:
         self.vendor = vendor
-        self.models = (Participant, Conversation)
-        columns = [_column(model, f.name) for model in self.models for f in model._meta.concrete_fields]
+        self.columns = Columns(Participant, Conversation)
         self.sql = (
-            f"SELECT {', '.join(columns)}, ({RECENT_MESSAGES_SQL}), {HAS_ACTIVE_BOTS_SQL}"
+            f"SELECT {self.columns.sql}, ({RECENT_MESSAGES_SQL}), {HAS_ACTIVE_BOTS_SQL}"
             f" FROM {Participant._meta.db_table} INNER JOIN {Conversation._meta.db_table}"
             f" ON {_column(Conversation, 'id')} = {_column(Participant, 'conversation')}"
             f" WHERE {_column(Participant, 'id')} = %s"
         )
-        # Per field, the converters the ORM's compiler would apply (SQLite: text to UUID,
-        # datetimes, booleans; every backend: JSON).
-        self.converters = [
-            [
-                (converter, field.get_col(model._meta.db_table))
-                for converter in connection.ops.get_db_converters(field.get_col(model._meta.db_table))
-                + field.get_db_converters(connection)
-            ]
-            for model in self.models
-            for field in model._meta.concrete_fields
-        ]
-
-    def convert(self, values) -> list:
-        out = []
-        for value, converters in zip(values, self.converters, strict=True):
-            for converter, expression in converters:
-                value = converter(value, expression, connection)
-            out.append(value)
-        return out
 
 
 @cache
@@ -93,14 +71,8 @@ def load(participant_id, rate_since: datetime) -> Participant | None:
     if row is None:
         return None
     *values, recent, has_bots = row
-    values = statement.convert(values)
-    split = len(Participant._meta.concrete_fields)
-    participant = Participant.from_db(
-        connection.alias, [f.attname for f in Participant._meta.concrete_fields], values[:split]
-    )
-    participant.conversation = Conversation.from_db(
-        connection.alias, [f.attname for f in Conversation._meta.concrete_fields], values[split:]
-    )
+    participant, conversation = statement.columns.instances(values)
+    participant.conversation = conversation
     participant.recent_messages = int(recent)
     participant.has_active_bots = bool(has_bots)
     return participant

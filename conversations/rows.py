@@ -1,0 +1,60 @@
+"""Model rows read by hand-written SQL, converted exactly as the ORM would convert them.
+
+On the hot paths (a message's sender, a bot delivery's participant and Context) building the
+same ``select_related`` query with the ORM cost ~1-2 ms of Python per call on the machines
+here (bench/). Their SQL never changes, so it is written once; ``Columns`` lists the columns
+of some models for a ``SELECT`` and turns a result row back into model instances with the
+converters the ORM's compiler would apply (SQLite: text to UUID, datetimes, booleans; every
+backend: JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection
+from django.db.models import Model
+
+
+def column(model: type[Model], field: str) -> str:
+    """``table.column`` of a model field."""
+    return f"{model._meta.db_table}.{model._meta.get_field(field).column}"
+
+
+class Columns:
+    """The concrete columns of ``models`` (in order) and how to read them back."""
+
+    def __init__(self, *models: type[Model]) -> None:
+        self.models = models
+        self.sql = ", ".join(column(model, f.name) for model in models for f in model._meta.concrete_fields)
+        self.count = sum(len(model._meta.concrete_fields) for model in models)
+        # Per field, the converters the ORM's compiler would apply on this connection's vendor.
+        self.converters = [
+            [
+                (converter, field.get_col(model._meta.db_table))
+                for converter in connection.ops.get_db_converters(field.get_col(model._meta.db_table))
+                + field.get_db_converters(connection)
+            ]
+            for model in models
+            for field in model._meta.concrete_fields
+        ]
+
+    def instances(self, values: Sequence[Any]) -> list[Model | None]:
+        """One instance per model from the first ``count`` values of a row; None for a model
+        whose primary key is NULL (the missing side of a LEFT JOIN)."""
+        out: list[Model | None] = []
+        start = 0
+        for model in self.models:
+            fields = model._meta.concrete_fields
+            chunk = []
+            for value, converters in zip(values[start : start + len(fields)], self.converters[start:], strict=False):
+                for converter, expression in converters:
+                    value = converter(value, expression, connection)
+                chunk.append(value)
+            pk_index = fields.index(model._meta.pk)
+            out.append(
+                None if chunk[pk_index] is None else model.from_db(connection.alias, [f.attname for f in fields], chunk)
+            )
+            start += len(fields)
+        return out
