@@ -6,9 +6,9 @@ follows another costs one statement (``claim_next``), and an idle lane one more
 (``release_if_idle``); renewing and taking the lease happen only when needed (bench/: the echo
 round trip was ~30 ORM statements per reply, each ~0.5-1 ms of Python on the machines here).
 
-Every statement here is built once and runs in autocommit: each one is
-atomic on its own, and none needs another's lock (the lease, not a row lock, is what makes
-the lane exclusive). The same SQL runs on SQLite (3.35+, for ``RETURNING``) and PostgreSQL.
+Every statement here is built once and runs in autocommit: each one is atomic on its own,
+and none needs another's lock (the lease, not a row lock, is what makes the lane exclusive).
+The same SQL runs on SQLite (3.35+, for ``RETURNING``) and PostgreSQL.
 
 Synchronous ORM code; the worker calls it from threads.
 """

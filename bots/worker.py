@@ -228,6 +228,9 @@ class BotWorker:
             raise
         except Exception:
             logger.exception("bot lane %s failed; the sweep will retry it", participant_id)
+            # The failed step may have taken the lane: give it up now, not when its lease expires.
+            await asyncio.shield(db(lanes.release, participant_id, self.owner))
+            until = None
         finally:
             if until is not None:
                 await asyncio.shield(db(lanes.release, participant_id, self.owner))

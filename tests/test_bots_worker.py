@@ -11,6 +11,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 from django.utils import timezone
 
+from bots import lanes
 from bots.base import Bot
 from bots.models import BotContext, BotDelivery, BotLane
 from bots.testing import running_worker
@@ -167,6 +168,28 @@ async def test_a_delivery_left_running_by_a_dead_worker_is_run_again(local_bots)
     item = await db(deliveries(me).get)
     assert item.attempts == 2
     assert await db(bot_texts, me) == ["got lost"]
+
+
+async def test_a_lane_step_that_fails_gives_the_lane_up_for_the_sweep(local_bots, monkeypatch, settings):
+    """A database error right after taking the lane must not leave it leased until expiry."""
+    settings.CHAT_BOT_SWEEP_INTERVAL = 0.2
+    local_bots("rec", Recorder, trigger="all")
+    chat, alice, bots = await make_room("rec")
+    me = bots["rec"]
+    real, calls = lanes.claim_next, []
+
+    def fails_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real(*args)
+
+    monkeypatch.setattr(lanes, "claim_next", fails_once)
+    async with running_worker() as worker:
+        await say(chat, alice, "still there?")
+        await worker.wait_until(lambda: deliveries(me, status="done").exists(), within=10)
+    assert len(calls) >= 2
+    assert await db(bot_texts, me) == ["got still there?"]
 
 
 async def test_a_raw_payload_on_the_bots_channel_is_recorded_and_delivered(local_bots):
