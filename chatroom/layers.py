@@ -110,16 +110,15 @@ class ConfirmedPubSubLoopLayer(RedisPubSubLoopLayer):
         """A consumer's own channel: its one reader is the consumer, so its queue is an
         ``Inbox``, not an ``asyncio.Queue`` (~2.5 KB less per idle socket)."""
         channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
-        self.channels[channel] = Inbox()
-        await self._get_shard(channel).subscribe(channel, confirmed=False)
+        await self._subscribe_to_channel(channel, Inbox())
         return channel
 
-    async def _subscribe_to_channel(self, channel: str) -> None:
+    async def _subscribe_to_channel(self, channel: str, queue: Inbox | asyncio.Queue | None = None) -> None:
         """A consumer's own channel (``new_channel``) is a fresh random name nobody can have
         sent to yet, and named channels (the bot worker's) carry wake-ups its sweep also
         finds: neither waits for the confirmation (one round trip less per socket). A named
         channel may have several readers in a process: an ``asyncio.Queue``."""
-        self.channels[channel] = asyncio.Queue()
+        self.channels[channel] = queue if queue is not None else asyncio.Queue()
         await self._get_shard(channel).subscribe(channel, confirmed=False)
 
 
