@@ -29,6 +29,16 @@ class Columns:
         self.models = models
         self.sql = ", ".join(column(model, f.name) for model in models for f in model._meta.concrete_fields)
         self.count = sum(len(model._meta.concrete_fields) for model in models)
+        # Per model, read once here rather than per row (a sender's state is read per message):
+        # its field names, where its values start and end in a row, and where its primary key is.
+        self._layout = []
+        start = 0
+        for model in models:
+            fields = model._meta.concrete_fields
+            self._layout.append(
+                (model, [f.attname for f in fields], start, start + len(fields), fields.index(model._meta.pk))
+            )
+            start += len(fields)
         # Per field, the converters the ORM's compiler would apply on this connection's vendor.
         self.converters = [
             [
@@ -44,17 +54,11 @@ class Columns:
         """One instance per model from the first ``count`` values of a row; None for a model
         whose primary key is NULL (the missing side of a LEFT JOIN)."""
         out: list[Model | None] = []
-        start = 0
-        for model in self.models:
-            fields = model._meta.concrete_fields
+        for model, attnames, start, end, pk_index in self._layout:
             chunk = []
-            for value, converters in zip(values[start : start + len(fields)], self.converters[start:], strict=False):
+            for value, converters in zip(values[start:end], self.converters[start:end], strict=True):
                 for converter, expression in converters:
                     value = converter(value, expression, connection)
                 chunk.append(value)
-            pk_index = fields.index(model._meta.pk)
-            out.append(
-                None if chunk[pk_index] is None else model.from_db(connection.alias, [f.attname for f in fields], chunk)
-            )
-            start += len(fields)
+            out.append(None if chunk[pk_index] is None else model.from_db(connection.alias, attnames, chunk))
         return out
