@@ -47,9 +47,7 @@ class BotAdmin(admin.ModelAdmin):
     def _show_token(self, request, obj: Bot) -> None:
         token, obj.token_hash = new_bot_token(obj.name)
         Bot.objects.filter(pk=obj.pk).update(token_hash=obj.token_hash)
-        self.message_user(
-            request, f"API token of {obj.name} (shown once, copy it now): {token}", messages.WARNING
-        )
+        self.message_user(request, f"API token of {obj.name} (shown once, copy it now): {token}", messages.WARNING)
 
     @admin.action(description="Rotate the API token of the selected bots (the old one stops working)")
     def rotate_token(self, request, queryset) -> None:
@@ -68,8 +66,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(BotDelivery)
 class BotDeliveryAdmin(ReadOnlyAdmin):
     list_display = [
-        "id", "bot_name", "type", "status", "attempts", "hop", "last_status", "available_at", "conversation",
-        "short_error", "created_at",
+        "id",
+        "bot_name",
+        "type",
+        "status",
+        "attempts",
+        "hop",
+        "last_status",
+        "available_at",
+        "conversation",
+        "short_error",
+        "created_at",
     ]
     list_filter = ["status", "type", "bot_name"]
     search_fields = ["bot_name", "last_error", "conversation__name"]
