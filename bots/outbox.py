@@ -17,11 +17,11 @@ from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from chatroom import publish
 from conversations import protocol
 from conversations.events import BOT_CHANNEL
 from conversations.models import Message, Participant
@@ -245,10 +245,12 @@ def wake(participant_id: uuid.UUID | str) -> None:
     layer = get_channel_layer()
     if layer is None or isinstance(layer, InMemoryChannelLayer):
         return  # nobody else can hear it; the sweep of this process's worker will find the row
-    try:
-        async_to_sync(layer.send)(BOT_CHANNEL, {"type": "bot.wake", "participant_id": str(participant_id)})
-    except Exception:  # the row stays pending; a sweep finds it
-        logger.exception("could not send a bot wake-up for %s", participant_id)
+    # The row stays pending if this is lost: a sweep finds it.
+    publish.send(
+        BOT_CHANNEL,
+        {"type": "bot.wake", "participant_id": str(participant_id)},
+        failure=f"wake-up for {participant_id}",
+    )
 
 
 # ---- a delivery's end (lanes: bots/lanes.py) ---------------------------------------------------

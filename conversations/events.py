@@ -10,9 +10,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+
+from chatroom import publish
 
 from . import presence, protocol
 from .models import Message, Participant
@@ -33,16 +33,14 @@ def send_frame(conversation_id, frame: dict[str, Any], *, seq: int | None = None
     ``seq`` travels beside the text so a socket that is replaying history can drop a live
     frame it has already sent without parsing it.
     """
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
     event = {"type": "chat.frame", "text": protocol.dumps(frame)}
     if seq is not None:
         event["seq"] = seq
-    try:
-        async_to_sync(layer.group_send)(group_name(conversation_id), event)
-    except ChannelFull:  # pragma: no cover - capacity is sized for bursts; clients resume by seq
-        logger.error("channel layer full for conversation %s; clients will resume by seq", conversation_id)
+    # Queued, not awaited, on a database thread (chatroom/publish.py); a lost frame is found
+    # again by seq (a gap, a resume).
+    publish.group_send(group_name(conversation_id), event, failure=f"frame for conversation {conversation_id}")
 
 
 def message_created(message: Message) -> None:
@@ -79,13 +77,9 @@ def send_to_bots(
     if _bot_sink is not None:
         _bot_sink(payload, bot=bot, message=message, room_bots=room_bots)
         return
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
-    try:
-        async_to_sync(layer.send)(BOT_CHANNEL, payload)
-    except ChannelFull:
-        logger.error("bot channel full: delivery %s to %s dropped", payload.get("type"), payload.get("participant_id"))
+    publish.send(BOT_CHANNEL, payload, failure=f"{payload.get('type')} to bot {payload.get('participant_id')}")
 
 
 def participants_frame(conversation_id) -> dict[str, Any]:
@@ -109,19 +103,17 @@ def participants_changed(conversation_id) -> None:
 
 def send_to_participant(conversation_id, participant_id, frame: dict[str, Any]) -> None:
     """Send one frame to every socket of one participant only (e.g. their message was rejected)."""
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
-    async_to_sync(layer.group_send)(
+    publish.group_send(
         group_name(conversation_id), {"type": "chat.frame", "text": protocol.dumps(frame), "to": str(participant_id)}
     )
 
 
 def close_participant(conversation_id, participant_id, code: int, reason: str = "") -> None:
     """Close every socket of one participant (kick, ban), in every process."""
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
-    async_to_sync(layer.group_send)(
+    publish.group_send(
         group_name(conversation_id), {"type": "chat.close", "code": code, "reason": reason, "to": str(participant_id)}
     )

@@ -20,11 +20,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from chatroom import publish
 from conversations.errors import InvalidInput, NotFound, NotParticipant, TooLarge
 from conversations.models import Message, Participant
 
@@ -49,13 +49,10 @@ def group_name(bot_name: str) -> str:
 
 def notify_bot(bot_name: str) -> None:
     """Wake the bot's sockets and long polls, in every process (after the outbox row committed)."""
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
-    try:
-        async_to_sync(layer.group_send)(group_name(bot_name), {"type": "bot.deliveries"})
-    except Exception:  # the row is there; the next poll or reconnect finds it
-        logger.exception("could not wake the sockets of bot %s", bot_name)
+    # The row is there if this is lost: the next poll or reconnect finds it.
+    publish.group_send(group_name(bot_name), {"type": "bot.deliveries"}, failure=f"wake-up of bot {bot_name}'s sockets")
 
 
 # ---- updates ------------------------------------------------------------------------------------
