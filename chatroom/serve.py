@@ -8,13 +8,17 @@ libuv (bench/: each frame written to a socket is an epoll registration on the st
 Each WebSocket connection's input queue is an ``Inbox`` (chatroom/inbox.py) instead of an
 ``asyncio.Queue``: its one reader is the consumer, and an idle socket holds ~2.5 KB less
 (bench/: memory per connection). HTTP requests keep daphne's queue.
+
+Its TCP connections write at once (``eager_tcp_writes``): Twisted buffers every write and sends
+it when the loop next reports the socket writable, which costs each frame two ``epoll_ctl``
+calls and a pass through the loop; asyncio's own transports try the socket first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from functools import partial
+from functools import cache, partial
 
 
 def use_uvloop() -> bool:
@@ -54,8 +58,48 @@ def server_class():
     return ChatServer
 
 
+def eager_tcp_writes() -> None:
+    """Have Twisted's TCP servers send each write straight away when nothing is queued before
+    it, as asyncio's transports do; the rest (a full socket buffer, TLS started on the
+    connection, an error, a closing connection) takes Twisted's own path, which queues it."""
+    from twisted.internet import tcp
+
+    tcp.Port.transport = eager_server_class()
+
+
+@cache
+def eager_server_class() -> type:
+    """``twisted.internet.tcp.Server`` with the eager ``write``."""
+    from twisted.internet import tcp
+
+    class EagerServer(tcp.Server):
+        def write(self, data: bytes) -> None:
+            if (
+                type(data) is bytes
+                and data
+                and self.connected
+                and not self.TLS
+                and not self.disconnecting
+                and not self._writeDisconnecting
+                and not self._writeDisconnected
+                and not self._tempDataBuffer
+                and self.offset == len(self.dataBuffer)
+            ):
+                try:
+                    sent = self.socket.send(data)
+                except OSError:  # full (EAGAIN) or broken: Twisted's path queues or reports it
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            super().write(data)
+
+    return EagerServer
+
+
 def main() -> None:
     use_uvloop()
+    eager_tcp_writes()
     from daphne.cli import CommandLineInterface  # imports daphne.server: after the policy
 
     CommandLineInterface.server_class = server_class()

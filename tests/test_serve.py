@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from pathlib import Path
 
 from daphne.server import Server
 
 from chatroom.inbox import Inbox
 from chatroom.serve import server_class
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_copied_create_application_matches_the_installed_daphne():
@@ -40,3 +43,59 @@ async def test_websockets_get_an_inbox_and_http_keeps_daphnes_queue():
         queue.put_nowait({"type": f"{kind}.connect"})
         await server.connections[protocol]["application_instance"]
     assert received == [{"type": "websocket.connect"}, {"type": "http.connect"}]
+
+
+BURST_SERVER = """
+import sys
+from chatroom.serve import eager_tcp_writes, use_uvloop
+use_uvloop()
+from twisted.internet import asyncioreactor
+asyncioreactor.install()
+eager_tcp_writes()
+from twisted.internet import protocol, reactor
+
+def chunk(i):
+    return bytes([i % 251]) * (1 + i * 7 % 3000)
+
+class Burst(protocol.Protocol):
+    def connectionMade(self):
+        for i in range(int(sys.argv[1])):  # in one go: the loop runs nothing in between
+            self.transport.write(chunk(i))
+        queued = bool(self.transport._tempDataBuffer or self.transport.dataBuffer)
+        print(type(self.transport).__name__, "queued" if queued else "all-sent", flush=True)
+        self.transport.loseConnection()  # after what is queued is written
+
+    def connectionLost(self, reason):
+        reactor.stop()
+
+factory = protocol.Factory.forProtocol(Burst)
+print(reactor.listenTCP(0, factory, interface="127.0.0.1").getHost().port, flush=True)
+reactor.run()
+"""
+
+
+def test_eager_writes_keep_order_when_the_socket_fills():
+    """~22 MB written in one go to a client that reads nothing yet: the kernel takes a few MB,
+    so writes go out directly, then partly, then through Twisted's queue; every byte must
+    arrive once, in order."""
+    import socket
+    import subprocess
+    import sys
+
+    chunks = 15_000
+    expected = b"".join(bytes([i % 251]) * (1 + i * 7 % 3000) for i in range(chunks))
+    server = subprocess.Popen(
+        [sys.executable, "-c", BURST_SERVER, str(chunks)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        port = int(server.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+            assert server.stdout.readline().split() == ["EagerServer", "queued"]
+            received = bytearray()
+            while data := client.recv(1 << 20):
+                received += data
+        assert len(received) == len(expected)
+        assert received == expected
+        assert server.wait(timeout=20) == 0
+    finally:
+        server.kill()
