@@ -112,7 +112,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not shared-cache memory: live server processes started by tests must see it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
-elif os.environ.get("TEST_DATABASE_NAME"):
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend with a health check by poll(), not by a SELECT 1 round trip per
+    # socket call (chatroom/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "chatroom.postgresql"
+if os.environ.get("TEST_DATABASE_NAME") and not _IS_SQLITE:
     # Lets several test runs share one PostgreSQL server without clobbering each other.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
 
