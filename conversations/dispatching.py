@@ -59,17 +59,37 @@ async def dispatch_many(
                 await task
 
 
+async def dispatch_from(inbox: Inbox, dispatch: Callable[[Any], Awaitable[None]]) -> None:
+    """Hand every event of one inbox that every source fills to ``dispatch``, one at a time."""
+    while True:
+        await dispatch(await inbox.get())
+
+
 class PumpedConsumerMixin:
-    """For an ``AsyncConsumer``: its ``__call__`` with ``dispatch_many`` for Channels' loop."""
+    """For an ``AsyncConsumer``: its ``__call__`` with ``dispatch_many`` for Channels' loop.
+
+    Under ``chatroom.serve`` the socket's events arrive in an ``Inbox``, and the pub/sub layer
+    can put the consumer's channel messages into that same inbox (``new_channel_into``):
+    then no pump task runs at all (bench/: a task hop per frame, two tasks per idle socket)."""
 
     async def __call__(self, scope, receive, send) -> None:
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        inbox = getattr(receive, "__self__", None)
+        into = getattr(self.channel_layer, "new_channel_into", None) if isinstance(inbox, Inbox) else None
+        if into is not None:
+            self.channel_name = await into(inbox)
+            try:
+                with contextlib.suppress(StopConsumer):
+                    await dispatch_from(inbox, self.dispatch)
+            finally:
+                await self.channel_layer.close_channel(self.channel_name)
+            return
         sources = [receive]
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
-        self.base_send = send
         with contextlib.suppress(StopConsumer):
             await dispatch_many(sources, self.dispatch)
