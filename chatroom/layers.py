@@ -126,17 +126,18 @@ class ConfirmedPubSubLoopLayer(RedisPubSubLoopLayer):
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A consumer's own channel: its one reader is the consumer, so its queue is an
         ``Inbox``, not an ``asyncio.Queue`` (~2.5 KB less per idle socket)."""
-        channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
-        await self._subscribe_to_channel(channel, Inbox())
-        return channel
+        return await self._own_channel(Inbox(), prefix)
 
     async def new_channel_into(self, inbox: Inbox, prefix: str = "specific.") -> str:
         """A consumer's own channel whose messages go straight into ``inbox``, the one its
         loop reads (daphne's input queue under ``chatroom.serve``): no reader task per socket
         and one hop less per frame (``conversations/dispatching.py``). End it with
         ``close_channel``."""
+        return await self._own_channel(_Into(inbox, self.channel_layer.deserialize), prefix)
+
+    async def _own_channel(self, queue: Inbox | _Into, prefix: str) -> str:
         channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
-        await self._subscribe_to_channel(channel, _Into(inbox, self.channel_layer.deserialize))
+        await self._subscribe_to_channel(channel, queue)
         return channel
 
     async def close_channel(self, channel: str) -> None:

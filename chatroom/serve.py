@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from functools import cache, partial
+from functools import partial
 
 
 def use_uvloop() -> bool:
@@ -64,14 +64,6 @@ def eager_tcp_writes() -> None:
     connection, an error, a closing connection) takes Twisted's own path, which queues it."""
     from twisted.internet import tcp
 
-    tcp.Port.transport = eager_server_class()
-
-
-@cache
-def eager_server_class() -> type:
-    """``twisted.internet.tcp.Server`` with the eager ``write``."""
-    from twisted.internet import tcp
-
     class EagerServer(tcp.Server):
         def write(self, data: bytes) -> None:
             if (
@@ -94,7 +86,7 @@ def eager_server_class() -> type:
                 data = data[sent:]
             super().write(data)
 
-    return EagerServer
+    tcp.Port.transport = EagerServer
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ same text goes to every socket in the group (consumers forward it as is).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +15,6 @@ from chatroom import publish
 
 from . import presence, protocol
 from .models import Message, Participant
-
-logger = logging.getLogger(__name__)
 
 #: Channel the bot worker consumes (``bots`` subscribes here; see bots/worker.py).
 BOT_CHANNEL = "bots"

@@ -15,7 +15,6 @@ as its responses.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -33,8 +32,6 @@ from .. import outbox
 from ..context import Context
 from ..models import BotDelivery
 from ..replies import ReplyError, coerce
-
-logger = logging.getLogger(__name__)
 
 Status = BotDelivery.Status
 MAX_UPDATES = 100  # per poll / per socket batch
