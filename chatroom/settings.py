@@ -114,8 +114,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend with a health check by poll(), not by a SELECT 1 round trip per
-    # socket call (chatroom/postgresql/base.py).
+    # socket call, and prepared hot statements (chatroom/postgresql/base.py).
     DATABASES["default"]["ENGINE"] = "chatroom.postgresql"
+    # Its few hand-written hot statements are prepared once per connection (a pooler in
+    # transaction mode needs protocol-level support for that, e.g. PgBouncer >= 1.21).
+    DATABASES["default"]["PREPARED_STATEMENTS"] = os.environ.get("DB_PREPARED_STATEMENTS", "1") != "0"
 if os.environ.get("TEST_DATABASE_NAME") and not _IS_SQLITE:
     # Lets several test runs share one PostgreSQL server without clobbering each other.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}

@@ -17,14 +17,13 @@ import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from datetime import timedelta
-from functools import cache
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import bot_directory, events, protocol, sender_state
+from . import bot_directory, events, protocol, send_sql, sender_state
 from .errors import (
     Banned,
     ChatError,
@@ -53,27 +52,6 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 HUMAN_KINDS = {Message.Kind.TEXT, Message.Kind.LOCATION}
 BOT_KINDS = set(Message.Kind.values) - {Message.Kind.SYSTEM}
 ATTACHMENT_KINDS = {"file", "image", "audio", "video", "voice"}
-
-
-#: Take the next seq of an open conversation (no row: it has ended). The UPDATE holds the
-#: conversation's row lock until commit: seqs are gap-free and unique under any concurrency.
-_TAKE_SEQ_SQL = (
-    f"UPDATE {Conversation._meta.db_table} SET next_seq = next_seq + 1"
-    " WHERE id = %s AND status = %s RETURNING next_seq - 1"
-)
-
-
-@cache
-def _numbered_insert_sql(vendor: str) -> str:
-    """Chat._insert_numbered's statement: the seq taken and the message inserted with it; the
-    parameters are the conversation's id, its open status, then every field but ``seq``."""
-    fields = Message._meta.concrete_fields
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    values = ", ".join("taken.seq" if f.attname == "seq" else "%s" for f in fields)
-    return (
-        f"WITH taken(seq) AS ({_TAKE_SEQ_SQL})"
-        f" INSERT INTO {Message._meta.db_table} ({columns}) SELECT {values} FROM taken RETURNING seq"
-    )
 
 
 def clean_nickname(nickname: str | None) -> str:
@@ -232,12 +210,25 @@ class Chat(ModerationMixin):
         data = self._validate_message_data(participant, message_data)
         client_id = data["client_id"]
         try:
-            # The participant, its conversation and its rate count in one query (bench/).
-            fresh = self._refresh_participant(participant, count_since=self._rate_since())
+            if self._one_statement_send(data):
+                # The sender's state and the insert in one statement, if the state lets it
+                # through (bench/); nested in a caller's transaction a failed INSERT must not
+                # abort it: savepoint.
+                message = self._new_numbered(participant, data)
+                with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                    fresh, seq = send_sql.state_and_insert(
+                        participant.pk, self._rate_since(), timezone.now(), self.limits["RATE_LIMIT_MESSAGES"], message
+                    )
+                fresh = self._refreshed(fresh)
+                if seq is not None:
+                    return self._numbered(message, fresh, seq)
+            else:
+                # The participant, its conversation and its rate count in one query (bench/).
+                fresh = self._refresh_participant(participant, count_since=self._rate_since())
+            # Not stored yet: say why, or store it the way its case needs.
             self._check_can_send(fresh)
             self._check_rate(fresh)
             if self._one_statement_insert(fresh, data):
-                # Nested in a caller's transaction a failed INSERT must not abort it: savepoint.
                 with transaction.atomic() if connection.in_atomic_block else nullcontext():
                     return self._insert_numbered(fresh, data)
             with transaction.atomic():
@@ -453,6 +444,9 @@ class Chat(ModerationMixin):
             fresh = sender_state.load(participant.pk, count_since)
         else:
             fresh = Participant.objects.select_related("conversation").filter(pk=participant.pk).first()
+        return self._refreshed(fresh)
+
+    def _refreshed(self, fresh: Participant | None) -> Participant:
         if fresh is None:
             raise NotParticipant("not a participant of this conversation")
         self.conversation = fresh.conversation
@@ -555,16 +549,19 @@ class Chat(ModerationMixin):
             return participant.is_bot
         return False
 
+    def _one_statement_send(self, data: dict[str, Any]) -> bool:
+        """On PostgreSQL a message without attachments may be checked, numbered and stored by
+        one statement (``send_sql.state_and_insert``): 1 round trip instead of 2 (bench/)."""
+        return connection.vendor == "postgresql" and not data["attachments"]
+
     def _one_statement_insert(self, participant: Participant, data: dict[str, Any]) -> bool:
         """The common case on PostgreSQL: a numbered message without attachments is taken and
         stored by one statement (``_insert_numbered``), 1 round trip instead of 4 (bench/)."""
-        return connection.vendor == "postgresql" and not data["attachments"] and not self._needs_approval(participant)
+        return self._one_statement_send(data) and not self._needs_approval(participant)
 
-    def _insert_numbered(self, participant: Participant, data: dict[str, Any]) -> Message:
-        """Take the next seq and insert the message in one statement: the UPDATE holds the
-        conversation's row lock until the statement commits, exactly as BEGIN, UPDATE, INSERT,
-        COMMIT would, and a failed INSERT (a resent client_id) rolls the seq back with it."""
-        message = Message(
+    def _new_numbered(self, participant: Participant, data: dict[str, Any]) -> Message:
+        """The unsaved message of ``_insert_numbered`` and ``send_sql.state_and_insert``."""
+        return Message(
             conversation_id=self.conversation.pk,
             sender=participant,
             kind=data["kind"],
@@ -574,18 +571,22 @@ class Chat(ModerationMixin):
             client_id=data["client_id"],
             approval=Message.Approval.AUTO,
         )
-        params = [
-            field.get_db_prep_save(getattr(message, field.attname), connection)
-            for field in Message._meta.concrete_fields
-            if field.attname != "seq"
-        ]
+
+    def _insert_numbered(self, participant: Participant, data: dict[str, Any]) -> Message:
+        """Take the next seq and insert the message in one statement (``send_sql``)."""
+        message = self._new_numbered(participant, data)
         pk = Conversation._meta.pk.get_db_prep_value(self.conversation.pk, connection)
+        params = [pk, Conversation.Status.OPEN, *send_sql.message_params(message)]
         with connection.cursor() as cursor:
-            cursor.execute(_numbered_insert_sql(connection.vendor), [pk, Conversation.Status.OPEN, *params])
+            cursor.execute(send_sql.numbered_insert_sql(connection.vendor), params)
             row = cursor.fetchone()
         if row is None:
             raise ConversationEnded("this conversation has ended")
-        message.seq = row[0]
+        return self._numbered(message, participant, row[0])
+
+    def _numbered(self, message: Message, participant: Participant, seq: int) -> Message:
+        """``message`` as stored with ``seq`` by one statement, sent by (the fresh) ``participant``."""
+        message.seq, message.sender = seq, participant
         message._state.adding, message._state.db = False, connection.alias
         return self._stored(message, participant, [], pending=False)
 
@@ -647,7 +648,7 @@ class Chat(ModerationMixin):
         are gap-free and unique under any concurrency; refuse if the conversation has ended."""
         pk = Conversation._meta.pk.get_db_prep_value(self.conversation.pk, connection)
         with connection.cursor() as cursor:
-            cursor.execute(_TAKE_SEQ_SQL, [pk, Conversation.Status.OPEN])
+            cursor.execute(send_sql.TAKE_SEQ_SQL, [pk, Conversation.Status.OPEN])
             row = cursor.fetchone()
         if row is None:
             raise ConversationEnded("this conversation has ended")

@@ -6,13 +6,16 @@ the rate window, and whether the room has an active bot. Built by the ORM (``sel
 with two annotations) the query cost ~0.9 ms of CPU per message, on the one database thread
 that every socket of a process shares (bench/); its SQL is the same for every send, so it is
 built once per database vendor and the rows are converted exactly as the ORM would
-(``conversations/rows.py``).
+(``conversations/rows.py``). On PostgreSQL a common send reads it in the statement that stores
+the message (``send_sql.state_and_insert``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.db import connection
 
@@ -38,41 +41,63 @@ HAS_ACTIVE_BOTS_SQL = (
 )
 
 
-class _Statement:
-    def __init__(self, vendor: str) -> None:
-        self.vendor = vendor
-        self.columns = Columns(Participant, Conversation)
-        self.sql = (
-            f"SELECT {self.columns.sql}, ({RECENT_MESSAGES_SQL}), {HAS_ACTIVE_BOTS_SQL}"
-            f" FROM {Participant._meta.db_table} INNER JOIN {Conversation._meta.db_table}"
-            f" ON {_column(Conversation, 'id')} = {_column(Participant, 'conversation')}"
-            f" WHERE {_column(Participant, 'id')} = %s"
-        )
+@cache
+def _columns(vendor: str) -> Columns:
+    """The participant's and its conversation's columns (their converters depend on the vendor)."""
+    return Columns(Participant, Conversation)
 
 
 @cache
-def _statement(vendor: str) -> _Statement:
-    return _Statement(vendor)
+def select_sql(vendor: str, extra: str = "", aliased: bool = False) -> str:
+    """The state's ``SELECT`` (columns, then ``recent_messages`` and ``has_active_bots``, then
+    ``extra`` columns if any; ``aliased``: the columns named by ``column_names``); its
+    parameters are ``select_params``."""
+    columns = _columns(vendor)
+    return (
+        f"SELECT {columns.aliased_sql if aliased else columns.sql}, ({RECENT_MESSAGES_SQL}) AS recent_messages,"
+        f" {HAS_ACTIVE_BOTS_SQL} AS has_active_bots{', ' + extra if extra else ''}"
+        f" FROM {Participant._meta.db_table} INNER JOIN {Conversation._meta.db_table}"
+        f" ON {_column(Conversation, 'id')} = {_column(Participant, 'conversation')}"
+        f" WHERE {_column(Participant, 'id')} = %s"
+    )
+
+
+def column_names(vendor: str) -> list[str]:
+    """The names of the state's columns in an ``aliased`` select, in order."""
+    return [*_columns(vendor).names, "recent_messages", "has_active_bots"]
+
+
+def participant_column_name(vendor: str, field: str) -> str:
+    """The name of a participant's column in an ``aliased`` select."""
+    fields = list(Participant._meta.concrete_fields)
+    return _columns(vendor).names[fields.index(Participant._meta.get_field(field))]
+
+
+def select_params(participant_id, rate_since: datetime, *extra: Any) -> list[Any]:
+    """``select_sql``'s parameters; ``extra`` are those of its ``extra`` columns."""
+    return [
+        connection.ops.adapt_datetimefield_value(rate_since),
+        Participant.Kind.BOT,
+        *extra,
+        Participant._meta.pk.get_db_prep_value(participant_id, connection),
+    ]
+
+
+def from_row(values: Sequence[Any]) -> Participant:
+    """The participant of a ``select_sql`` row (without its extra columns)."""
+    *values, recent, has_bots = values
+    participant, conversation = _columns(connection.vendor).instances(values)
+    participant.conversation = conversation
+    participant.recent_messages = int(recent)
+    participant.has_active_bots = bool(has_bots)
+    return participant
 
 
 def load(participant_id, rate_since: datetime) -> Participant | None:
     """The participant with its conversation, ``recent_messages`` (sent since ``rate_since``)
     and ``has_active_bots`` (active bots in the room other than this participant), or None if
     there is no such participant."""
-    statement = _statement(connection.vendor)
-    params = [
-        connection.ops.adapt_datetimefield_value(rate_since),
-        Participant.Kind.BOT,
-        Participant._meta.pk.get_db_prep_value(participant_id, connection),
-    ]
     with connection.cursor() as cursor:
-        cursor.execute(statement.sql, params)
+        cursor.execute(select_sql(connection.vendor), select_params(participant_id, rate_since))
         row = cursor.fetchone()
-    if row is None:
-        return None
-    *values, recent, has_bots = row
-    participant, conversation = statement.columns.instances(values)
-    participant.conversation = conversation
-    participant.recent_messages = int(recent)
-    participant.has_active_bots = bool(has_bots)
-    return participant
+    return None if row is None else from_row(row)

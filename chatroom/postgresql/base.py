@@ -11,6 +11,11 @@ of an ended connection is readable while an idle healthy one has nothing to read
 ``poll`` with no wait. A connection in a failed or unknown state is not reused either. What it
 cannot see is a network path that died without a word, which ``SELECT 1`` would only find
 after a TCP time-out as well.
+
+``prepared_cursor`` is for the few hot statements written by hand (a message's send, a bot
+delivery's read): PostgreSQL parses and plans each once per connection instead of once per
+message (bench/: the send's statement took 0.78 ms unprepared, 0.43 ms prepared, most of the
+difference its planning).
 """
 
 from __future__ import annotations
@@ -18,12 +23,62 @@ from __future__ import annotations
 import select
 
 from django.db.backends.postgresql import base
+from django.db.backends.postgresql.psycopg_any import register_tzloader
+from django.db.backends.utils import CursorWrapper
+from django.utils.asyncio import async_unsafe
 from psycopg import pq
 
 _REUSABLE = (pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS)
 
 
+class _PreparingCursor(base.ServerBindingCursor):
+    """Binds on the server and prepares every statement on its first run on the connection.
+
+    psycopg prepares nothing while the connection's ``prepare_threshold`` is None, Django's
+    setting (so that the ORM's client-side cursors stay as they are): it is lifted for the
+    statement only."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        conn = self.connection
+        threshold = conn.prepare_threshold
+        conn.prepare_threshold = 0
+        try:
+            return super().execute(query, params, prepare=True, binary=binary)
+        finally:
+            conn.prepare_threshold = threshold
+
+
+class DatabaseOperations(base.DatabaseOperations):
+    def last_executed_query(self, cursor, sql, params):
+        """The logged SQL (``DEBUG``, the test suite's query capture) of a prepared statement
+        too: composed on the client, as Django does for server-side binding."""
+        if isinstance(cursor, _PreparingCursor):
+            return self.compose_sql(sql, params)
+        return super().last_executed_query(cursor, sql, params)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
+    @async_unsafe
+    def prepared_cursor(self) -> CursorWrapper:
+        """A cursor for a hand-written statement (``%s`` placeholders, no literal ``%``) that
+        is prepared on the server once per connection. ``"PREPARED_STATEMENTS": False`` in the
+        database's settings (a pooler that cannot keep them) gives Django's plain cursor.
+        The ORM's SQL keeps client-side binding (it is not written for the other, Django
+        ticket #20516)."""
+        if not self.settings_dict.get("PREPARED_STATEMENTS", True):
+            return self.cursor()
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        with self.wrap_database_errors:
+            cursor = _PreparingCursor(self.connection)
+            # As create_cursor does: the connection's time zone, if it differs.
+            loader = self.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, pq.Format.TEXT)
+            if self.timezone != loader.timezone:
+                register_tzloader(self.timezone, cursor)
+            return self._prepare_cursor(cursor)
+
     def is_usable(self) -> bool:
         conn = self.connection
         if conn is None or conn.closed or conn.info.transaction_status not in _REUSABLE:
