@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from conversations.chat import Chat
 from conversations.models import Attachment, Conversation, Message, Participant
-from conversations.rows import Columns, column
+from conversations.rows import Columns, column, hot_cursor
 from conversations.uploads import store_upload
 
 from . import outbox
@@ -55,7 +55,7 @@ def participant_and_context(participant_id) -> tuple[Participant | None, Context
     statement built once (``conversations/rows.py``): the worker reads them for every
     delivery, and the ORM's ``select_related`` of the same cost ~2 ms of Python (bench/)."""
     columns, sql = _delivery_statement(connection.vendor)
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, [Participant._meta.pk.get_db_prep_value(participant_id, connection)])
         row = cursor.fetchone()
     if row is None:

@@ -5,7 +5,7 @@ same ``select_related`` query with the ORM cost ~1-2 ms of Python per call on th
 here (bench/). Their SQL never changes, so it is written once; ``Columns`` lists the columns
 of some models for a ``SELECT`` and turns a result row back into model instances with the
 converters the ORM's compiler would apply (SQLite: text to UUID, datetimes, booleans; every
-backend: JSON).
+backend: JSON). ``hot_cursor`` runs such statements prepared where the database can.
 """
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Model
+
+
+def hot_cursor() -> CursorWrapper:
+    """A cursor for a hand-written statement on a hot path: prepared on the server once per
+    connection where the backend offers it (``chatroom.postgresql``), Django's own elsewhere."""
+    prepared = getattr(connection, "prepared_cursor", None)
+    return prepared() if prepared is not None else connection.cursor()
 
 
 def column(model: type[Model], field: str) -> str:

@@ -24,7 +24,7 @@ from django.db import connection
 
 from . import sender_state
 from .models import Conversation, Message, Participant
-from .rows import column
+from .rows import column, hot_cursor
 
 
 def _take_seq(condition: str = "") -> str:
@@ -91,7 +91,7 @@ def _state_and_insert_sql(vendor: str) -> str:
 def state_and_insert(
     participant_id: Any, rate_since: datetime, now: datetime, allowed: int, message: Message
 ) -> tuple[Participant | None, int | None]:
-    """PostgreSQL (``chatroom.postgresql``) only. The sender's state (as ``sender_state.load``) and, if it may send
+    """PostgreSQL only. The sender's state (as ``sender_state.load``) and, if it may send
     unasked, ``message`` stored with the next seq of its open conversation: ``(state, seq)``.
     ``seq`` is None when nothing was stored (the caller finds out why from the state); ``state``
     is None for an unknown participant. A resent client id raises ``IntegrityError``."""
@@ -104,7 +104,7 @@ def state_and_insert(
         allowed,
         *message_params(message),
     ]
-    with connection.prepared_cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(_state_and_insert_sql(connection.vendor), params)
         row = cursor.fetchone()
     if row is None:

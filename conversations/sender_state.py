@@ -20,7 +20,7 @@ from typing import Any
 from django.db import connection
 
 from .models import Conversation, Message, Participant
-from .rows import Columns
+from .rows import Columns, hot_cursor
 from .rows import column as _column
 
 # Both refer to the outer participant row by its table name.
@@ -97,7 +97,7 @@ def load(participant_id, rate_since: datetime) -> Participant | None:
     """The participant with its conversation, ``recent_messages`` (sent since ``rate_since``)
     and ``has_active_bots`` (active bots in the room other than this participant), or None if
     there is no such participant."""
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(select_sql(connection.vendor), select_params(participant_id, rate_since))
         row = cursor.fetchone()
     return None if row is None else from_row(row)

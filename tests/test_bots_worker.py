@@ -256,7 +256,15 @@ async def test_bot_to_bot_loops_stop_at_the_hop_limit(local_bots, settings):
     chat, alice, bots = await make_room("ping", "pong", "quiet")
     async with running_worker() as worker:
         await say(chat, alice, "go")
-        await worker.wait_until(lambda: all_settled() and deliveries(bots["quiet"], status="done").exists())
+        # A reply's deliveries to the other bots are written just after its turn commits: wait
+        # for every reply the limit allows, not only for no delivery waiting at some moment.
+        await worker.wait_until(
+            lambda: (
+                all_settled()
+                and deliveries(bots["quiet"], status="done").exists()
+                and Message.objects.filter(sender__in=[bots["ping"], bots["pong"]]).count() >= 10
+            )
+        )
     assert await db(bot_texts, bots["quiet"]) == ["quiet: go"]
     ping, pong = await db(bot_texts, bots["ping"]), await db(bot_texts, bots["pong"])
     # hop 0 (alice) -> 1 -> 2 -> 3: the hop-3 replies reach no bot, so the chatter ends.
