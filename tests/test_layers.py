@@ -73,7 +73,14 @@ async def test_one_publish_reaches_every_socket_of_every_process_once(layers):
             async with asyncio.timeout(5):
                 got = [(await layer.receive(channel))["n"] for _ in range(5)]
             assert got == [0, 1, 2, 3, 4]
-            assert layer._get_layer().channels[channel].empty()  # nothing twice
+    # Nothing twice: a message published after them by the other process is the next thing
+    # every socket reads.
+    await second.group_send("room", {"type": "chat.frame", "n": "last"})
+    for layer, channels in ((first, mine), (second, theirs)):
+        for channel in channels:
+            async with asyncio.timeout(5):
+                assert (await layer.receive(channel))["n"] == "last"
+            assert layer._get_layer().channels[channel].empty()
 
 
 async def test_the_last_socket_leaving_unsubscribes_and_a_new_one_subscribes_again(layers):
