@@ -15,7 +15,8 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -52,6 +53,30 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 HUMAN_KINDS = {Message.Kind.TEXT, Message.Kind.LOCATION}
 BOT_KINDS = set(Message.Kind.values) - {Message.Kind.SYSTEM}
 ATTACHMENT_KINDS = {"file", "image", "audio", "video", "voice"}
+
+
+#: Set (``sends_without_savepoints``) by a caller that retries its whole transaction when a
+#: send in it conflicts (a bot's turn): its sends take no savepoint, two round trips each.
+_WITHOUT_SAVEPOINTS: ContextVar[bool] = ContextVar("sends_without_savepoints", default=False)
+
+
+@contextmanager
+def sends_without_savepoints():
+    """Sends nested in the caller's transaction take no savepoint. A resent client id then
+    raises the ``IntegrityError`` (the transaction is aborted) instead of being answered with
+    the stored message: the caller rolls back and runs the transaction again without this."""
+    token = _WITHOUT_SAVEPOINTS.set(True)
+    try:
+        yield
+    finally:
+        _WITHOUT_SAVEPOINTS.reset(token)
+
+
+def _savepoint():
+    """Nested in a caller's transaction a failed INSERT must not abort it: a savepoint."""
+    if connection.in_atomic_block and not _WITHOUT_SAVEPOINTS.get():
+        return transaction.atomic()
+    return nullcontext()
 
 
 def clean_nickname(nickname: str | None) -> str:
@@ -212,10 +237,9 @@ class Chat(ModerationMixin):
         try:
             if self._one_statement_send(data):
                 # The sender's state and the insert in one statement, if the state lets it
-                # through (bench/); nested in a caller's transaction a failed INSERT must not
-                # abort it: savepoint.
+                # through (bench/).
                 message = self._new_numbered(participant, data)
-                with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                with _savepoint():
                     fresh, seq = send_sql.state_and_insert(
                         participant.pk, self._rate_since(), timezone.now(), self.limits["RATE_LIMIT_MESSAGES"], message
                     )
@@ -229,11 +253,13 @@ class Chat(ModerationMixin):
             self._check_can_send(fresh)
             self._check_rate(fresh)
             if self._one_statement_insert(fresh, data):
-                with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                with _savepoint():
                     return self._insert_numbered(fresh, data)
             with transaction.atomic():
                 return self._insert_message(fresh, data)
-        except (ChatError, IntegrityError):
+        except (ChatError, IntegrityError) as error:
+            if isinstance(error, IntegrityError) and connection.in_atomic_block and _WITHOUT_SAVEPOINTS.get():
+                raise  # the transaction is aborted: its owner runs it again (sends_without_savepoints)
             # The idempotency lookup runs only here, not before every insert (bench/): a resend
             # of a stored client_id fails the unique (sender, client_id) INSERT, and the
             # atomic block rolls back with it the seq it took (no gap); a concurrent resend

@@ -376,3 +376,58 @@ async def test_a_bot_can_send_on_its_own(local_bots):
         "listener: ",
         "listener: from a thread",
     ]
+
+
+# ---- a turn's commit -----------------------------------------------------------------------------
+
+
+def _a_pending_turn(replies):
+    """A room with the echo bot, a pending delivery to it, and a turn's replies and Context."""
+    from bots.context import Context
+    from bots.replies import coerce
+    from conversations.models import Participant
+
+    chat, people = Chat.create("Room", "alice", ["echo"])
+    chat.save_message(people[0], {"text": "hi", "client_id": "c1"})
+    bot = Participant.objects.select_related("conversation").get(pk=people[1].pk)
+    item = BotDelivery.objects.get(participant=bot)
+    context = Context.start("start", participant_id=str(bot.pk), conversation_id=str(bot.conversation_id))
+    context.add_request({"text": "hi"})
+    return item, bot, coerce(replies), context
+
+
+def test_a_turn_on_postgresql_is_a_statement_per_reply_and_one_to_end_it():
+    """No savepoint per reply and one statement for the Context and the delivery's state (the
+    echo's path); SQLite keeps its steps (its savepoints cost no round trip)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bots.delivery import save_context
+    from bots.worker import BotWorker
+
+    item, bot, replies, context = _a_pending_turn(["one", "two"])
+    save_context(context)  # as after a first turn: the Context's row exists
+    with CaptureQueriesContext(connection) as queries:
+        BotWorker._commit(item, bot, replies, context)
+    savepoints = [q for q in queries if q["sql"].upper().startswith("SAVEPOINT")]
+    assert len(savepoints) == (0 if connection.vendor == "postgresql" else 2)
+    if connection.vendor == "postgresql":  # BEGIN, a statement per reply, one to end the turn, COMMIT
+        assert len(queries) == 5, [q["sql"][:60] for q in queries]
+    assert BotContext.objects.get(participant=bot).requests == context.to_dict()["requests"]
+    assert bot_texts(bot) == ["one", "two"]
+    assert BotDelivery.objects.get(pk=item.pk).status == "done"
+
+
+def test_a_turn_committed_twice_stores_each_reply_once():
+    """A delivery run twice (its lease ran out mid-turn): the second commit conflicts on the
+    replies' client ids, runs again with savepoints, and finds them stored."""
+    from bots.worker import BotWorker
+
+    item, bot, replies, context = _a_pending_turn(["one", "two"])
+    BotWorker._commit(item, bot, replies, context)
+    context.misc["again"] = True
+    BotWorker._commit(item, bot, replies, context)
+
+    assert bot_texts(bot) == ["one", "two"]
+    assert BotDelivery.objects.get(pk=item.pk).status == "done"
+    assert BotContext.objects.get(participant=bot).misc == {"again": True}  # the second turn committed
