@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chatroom import publish
-from conversations import protocol
+from conversations import protocol, rows
 from conversations.events import BOT_CHANNEL
 from conversations.models import Message, Participant
 
@@ -93,7 +93,7 @@ def enqueue(
     stored = message is not None and not message._state.adding and str(message.pk) == str(message_id)
     if message_id and not stored and not Message.objects.filter(pk=message_id).exists():
         message_id = None
-    delivery = BotDelivery.objects.create(
+    delivery = BotDelivery(
         participant=participant,
         conversation_id=participant.conversation_id,
         bot_name=participant.bot_name,
@@ -103,6 +103,7 @@ def enqueue(
         hop=hop,
         status=Status.SENT if spec.kind in QUEUED_KINDS else Status.PENDING,
     )
+    rows.insert(delivery)  # as .objects.create(), without its compiler (bench/)
     if spec.kind in QUEUED_KINDS:
         from .transports.external import notify_bot
 

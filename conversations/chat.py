@@ -24,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import bot_directory, events, protocol, send_sql, sender_state
+from . import bot_directory, events, protocol, room_bots, send_sql, sender_state
 from .errors import (
     Banned,
     ChatError,
@@ -701,11 +701,9 @@ class Chat(ModerationMixin):
         return message
 
     def _active_bots(self) -> list[Participant]:
-        return list(
-            Participant.objects.filter(
-                conversation_id=self.conversation.pk, kind=Participant.Kind.BOT, left_at__isnull=True, banned=False
-            )
-        )
+        """The room's bots that have not left and are not banned, in joining order (read for
+        every message to a room with bots: by a statement built once, bench/)."""
+        return room_bots.active(self.conversation.pk)
 
     def _fan_out(self, message: Message, *, no_bots: bool = False) -> None:
         events.message_created(message)

@@ -11,6 +11,7 @@ backend: JSON). ``hot_cursor`` runs such statements prepared where the database 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from django.db import connection
@@ -23,6 +24,29 @@ def hot_cursor() -> CursorWrapper:
     connection where the backend offers it (``chatroom.postgresql``), Django's own elsewhere."""
     prepared = getattr(connection, "prepared_cursor", None)
     return prepared() if prepared is not None else connection.cursor()
+
+
+@cache
+def _insert_statement(model: type[Model], vendor: str) -> tuple[list, str]:
+    meta = model._meta
+    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    returning = connection.ops.quote_name(meta.pk.column)
+    return fields, f"INSERT INTO {meta.db_table} ({columns}) VALUES ({placeholders}) RETURNING {returning}"
+
+
+def insert(obj: Model) -> None:
+    """Store an unsaved instance of a model with an automatic primary key as ``save()`` would
+    (each field's ``pre_save``, its value made ready for the driver) by a statement built once
+    per model, and set its primary key. The ORM's insert compiler costs ~0.3 ms of Python per
+    row here (bench/: a bot delivery per message in a room with bots). No signals are sent."""
+    fields, sql = _insert_statement(type(obj), connection.vendor)
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    with hot_cursor() as cursor:
+        cursor.execute(sql, params)
+        obj.pk = cursor.fetchone()[0]
+    obj._state.adding, obj._state.db = False, connection.alias
 
 
 def column(model: type[Model], field: str) -> str:

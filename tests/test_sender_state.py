@@ -1,6 +1,7 @@
-"""The precompiled reads (conversations/rows.py): a sender's state (conversations/sender_state.py)
-and a bot delivery's participant and Context (bots/delivery.py) are exactly what the ORM reads,
-converted the same way, on whichever database the suite runs."""
+"""The precompiled reads and writes (conversations/rows.py): a sender's state
+(conversations/sender_state.py), a room's bots (conversations/room_bots.py), a bot delivery's
+participant and Context (bots/delivery.py) and a delivery's insert are exactly what the ORM
+reads and writes, converted the same way, on whichever database the suite runs."""
 
 from __future__ import annotations
 
@@ -74,3 +75,45 @@ def test_a_bot_deliverys_participant_and_context_match_the_orm(make_chat):
     assert (exported["current_turn_id"], exported["requests"], exported["labels"]) == (2, row.requests, row.labels)
     assert participant_and_context(owner.pk)[1] is None  # a human: no Context
     assert participant_and_context(uuid.uuid4()) == (None, None)
+
+
+def test_a_rooms_active_bots_match_the_orm_in_joining_order(make_chat):
+    from conversations import room_bots
+
+    chat, _owner = make_chat(bots=["echo"])
+    second, gone, banned = chat.add_bot("echo"), chat.add_bot("echo"), chat.add_bot("echo")
+    Participant.objects.filter(pk=gone.pk).update(left_at=timezone.now())
+    Participant.objects.filter(pk=banned.pk).update(banned=True)
+    _, _other_room_owner = make_chat("Other", bots=["echo"])
+
+    loaded = room_bots.active(chat.conversation.pk)
+    orm = list(
+        Participant.objects.filter(conversation=chat.conversation, kind="bot", left_at=None, banned=False).order_by(
+            "joined_at", "id"
+        )
+    )
+    assert [p.pk for p in loaded] == [p.pk for p in orm] and second.pk in [p.pk for p in loaded] and len(orm) == 2
+    for mine, theirs in zip(loaded, orm, strict=True):
+        for field in Participant._meta.concrete_fields:
+            assert getattr(mine, field.attname) == getattr(theirs, field.attname), field.name
+        assert not mine._state.adding
+    assert room_bots.active(uuid.uuid4()) == []
+
+
+def test_an_insert_stores_what_create_would(make_chat):
+    from bots.models import BotDelivery
+    from conversations.rows import insert
+
+    chat, _owner = make_chat(bots=["echo"])
+    echo = Participant.objects.get(conversation=chat.conversation, kind="bot")
+    fields = {"participant": echo, "conversation_id": chat.conversation.pk, "bot_name": "echo", "type": "message",
+              "payload": {"text": "ü", "n": [1, None]}, "hop": 2}  # fmt: skip
+    mine, theirs = BotDelivery(**fields), BotDelivery.objects.create(**fields)
+    insert(mine)
+
+    assert mine.pk is not None and mine.pk != theirs.pk and not mine._state.adding
+    stored, created = BotDelivery.objects.get(pk=mine.pk), BotDelivery.objects.get(pk=theirs.pk)
+    for field in BotDelivery._meta.concrete_fields:
+        if field.name not in ("id", "available_at", "created_at"):  # defaults of their own moment
+            assert getattr(stored, field.attname) == getattr(created, field.attname), field.name
+    assert stored.available_at == mine.available_at and stored.status == "pending"
