@@ -133,7 +133,8 @@ class BotDelivery(models.Model):
 
 class BotLane(models.Model):
     """A lease: while ``lease_until`` is in the future only ``owner`` handles this participant's
-    deliveries. Taken by one conditional UPDATE, so it works the same on SQLite and PostgreSQL."""
+    deliveries. Taken by one upsert (``INSERT ... ON CONFLICT DO UPDATE ... WHERE``), the same on
+    SQLite and PostgreSQL."""
 
     participant = models.OneToOneField(Participant, primary_key=True, on_delete=models.CASCADE, related_name="+")
     owner = models.CharField(max_length=100, blank=True)

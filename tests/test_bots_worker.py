@@ -431,3 +431,20 @@ def test_a_turn_committed_twice_stores_each_reply_once():
     assert bot_texts(bot) == ["one", "two"]
     assert BotDelivery.objects.get(pk=item.pk).status == "done"
     assert BotContext.objects.get(participant=bot).misc == {"again": True}  # the second turn committed
+
+
+def test_a_bots_first_turn_creates_its_context_in_the_same_statement_on_postgresql():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bots.worker import BotWorker
+
+    item, bot, replies, context = _a_pending_turn(["one"])
+    assert not BotContext.objects.filter(participant=bot).exists()
+    with CaptureQueriesContext(connection) as queries:
+        BotWorker._commit(item, bot, replies, context)
+    if connection.vendor == "postgresql":  # BEGIN, the reply, the Context and the delivery, COMMIT
+        assert len(queries) == 4, [q["sql"][:60] for q in queries]
+    stored = BotContext.objects.get(participant=bot)
+    assert (stored.current_turn_id, stored.requests) == (context.current_turn_id, context.to_dict()["requests"])
+    assert BotDelivery.objects.get(pk=item.pk).status == "done"
