@@ -88,15 +88,17 @@ def _from_row(participant: Participant, row: BotContext) -> Context:
     )
 
 
+#: What a Context stores (``Context.to_dict``'s keys), then the row's own times.
+_CONTEXT_FIELDS = ("current_turn_id", "requests", "responses", "labels", "misc")
+_TIMES = ("updated_at", "created_at")
+
+
 def save_context(context: Context) -> None:
     """One UPDATE when the row exists (every turn but the first), else create it."""
     data = context.to_dict()
-    fields = {k: data[k] for k in ("current_turn_id", "requests", "responses", "labels", "misc")}
+    fields = {k: data[k] for k in _CONTEXT_FIELDS}
     if not BotContext.objects.filter(participant_id=context.participant_id).update(**fields, updated_at=timezone.now()):
         BotContext.objects.update_or_create(participant_id=context.participant_id, defaults=fields)
-
-
-_CONTEXT_FIELDS = ("current_turn_id", "requests", "responses", "labels", "misc", "updated_at")
 
 
 @cache
@@ -104,7 +106,7 @@ def _context_and_finish_sql(vendor: str) -> str:
     quote = connection.ops.quote_name
     context, item = BotContext._meta, BotDelivery._meta
     key = quote(context.pk.column)
-    columns = [key, *(quote(context.get_field(name).column) for name in (*_CONTEXT_FIELDS, "created_at"))]
+    columns = [key, *(quote(context.get_field(name).column) for name in (*_CONTEXT_FIELDS, *_TIMES))]
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:-1])  # not the key, not created_at
     column = item.get_field
     return (
@@ -126,7 +128,7 @@ def save_context_and_finish(context: Context, delivery_id: int) -> None:
         return
     now = timezone.now()
     data = {**context.to_dict(), "updated_at": now, "created_at": now}
-    fields = [BotContext._meta.get_field(name) for name in (*_CONTEXT_FIELDS, "created_at")]
+    fields = [BotContext._meta.get_field(name) for name in (*_CONTEXT_FIELDS, *_TIMES)]
     params = [Participant._meta.pk.get_db_prep_value(context.participant_id, connection)]
     params += [field.get_db_prep_save(data[field.name], connection) for field in fields]
     params += [BotDelivery.Status.DONE, connection.ops.adapt_datetimefield_value(now), delivery_id]
