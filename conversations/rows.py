@@ -59,17 +59,13 @@ class Columns:
 
     def __init__(self, *models: type[Model]) -> None:
         self.models = models
-        self.sql = ", ".join(column(model, f.name) for model in models for f in model._meta.concrete_fields)
-        self.count = sum(len(model._meta.concrete_fields) for model in models)
+        references = [column(model, f.name) for model in models for f in model._meta.concrete_fields]
+        self.sql = ", ".join(references)
+        self.count = len(references)
         # The same list with a distinct name per column, for a WITH query whose rows are read
         # again by name (the models share column names such as ``id``).
         self.names = [f"c{i}" for i in range(self.count)]
-        self.aliased_sql = ", ".join(
-            f"{column(model, f.name)} AS {name}"
-            for (model, f), name in zip(
-                ((model, f) for model in models for f in model._meta.concrete_fields), self.names, strict=True
-            )
-        )
+        self.aliased_sql = ", ".join(f"{ref} AS {name}" for ref, name in zip(references, self.names, strict=True))
         # Per model, read once here rather than per row (a sender's state is read per message):
         # its field names, where its values start and end in a row, and where its primary key is.
         self._layout = []
