@@ -16,7 +16,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.utils import timezone
 
-from conversations.chat import Chat
+from conversations import send_sql
+from conversations.chat import Chat, NotStoredInOneStatement, stores_in_one_statement
 from conversations.models import Attachment, Conversation, Message, Participant
 from conversations.rows import Columns, column, hot_cursor
 from conversations.uploads import store_upload
@@ -34,7 +35,7 @@ def load_context(participant: Participant, start_label: str | None = "start") ->
     row = BotContext.objects.filter(participant=participant).first()
     if row is None:
         return Context.start(start_label, **_where(participant)) if start_label is not None else None
-    return _from_row(participant, row)
+    return context_from_row(participant, row)
 
 
 @cache
@@ -62,7 +63,7 @@ def participant_and_context(participant_id) -> tuple[Participant | None, Context
         return None, None
     participant, conversation, context_row = columns.instances(row)
     participant.conversation = conversation
-    return participant, (_from_row(participant, context_row) if context_row is not None else None)
+    return participant, (context_from_row(participant, context_row) if context_row is not None else None)
 
 
 def _where(participant: Participant) -> dict[str, str]:
@@ -73,7 +74,8 @@ def _where(participant: Participant) -> dict[str, str]:
     }
 
 
-def _from_row(participant: Participant, row: BotContext) -> Context:
+def context_from_row(participant: Participant, row: BotContext) -> Context:
+    """The Context of a stored row of a participant."""
     return Context.from_dict(
         {
             "current_turn_id": row.current_turn_id,
@@ -126,14 +128,68 @@ def save_context_and_finish(context: Context, delivery_id: int) -> None:
         save_context(context)
         outbox.finish(delivery_id, BotDelivery.Status.DONE)
         return
+    with hot_cursor() as cursor:
+        cursor.execute(_context_and_finish_sql(connection.vendor), _context_and_finish_params(context, delivery_id))
+
+
+@cache
+def _context_and_finish_with_reply_sql(vendor: str) -> str:
+    """``_context_and_finish_sql`` as CTEs of the reply's statement, writing only if the
+    reply was stored (``send_sql.Also``). Its values are cast: a ``SELECT`` list, unlike
+    ``VALUES`` in an ``INSERT``, does not take its parameters' types from the columns."""
+    quote = connection.ops.quote_name
+    context, item = BotContext._meta, BotDelivery._meta
+    key = quote(context.pk.column)
+    fields = [context.pk, *(context.get_field(name) for name in (*_CONTEXT_FIELDS, *_TIMES))]
+    columns = [quote(f.column) for f in fields]
+    values = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in fields)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:-1])  # not the key, not created_at
+    column = item.get_field
+    return (
+        f"turn_context AS (INSERT INTO {context.db_table} ({', '.join(columns)})"
+        f" SELECT {values} WHERE EXISTS (SELECT 1 FROM stored) ON CONFLICT ({key}) DO UPDATE SET {updates}),"
+        f" turn_done AS (UPDATE {item.db_table} SET {quote(column('status').column)} = %s,"
+        f" {quote(column('last_error').column)} = '', {quote(column('finished_at').column)} = %s"
+        f" WHERE {quote(item.pk.column)} = %s AND EXISTS (SELECT 1 FROM stored))"
+    )
+
+
+def context_and_finish_with_reply(context: Context, delivery_id: int) -> send_sql.Also:
+    """A turn's end (``save_context_and_finish``) written by the statement that stores its
+    one reply (``conversations.chat.stores_in_one_statement``): a turn is then one round trip
+    instead of four (a transaction around two statements; bench/: the echo round trip)."""
+    return send_sql.Also(
+        _context_and_finish_with_reply_sql(connection.vendor), _context_and_finish_params(context, delivery_id)
+    )
+
+
+def save_turn_in_one_statement(
+    participant: Participant, replies: list[Reply], context: Context, delivery_id: int, *, client_prefix: str
+) -> bool:
+    """A turn of at most one reply without files, ended by one statement on PostgreSQL (its
+    reply, Context and delivery: all or nothing, as the transaction of ``BotWorker._commit``).
+    False, with nothing written, when it cannot be (another database, more replies, files, a
+    reply the chat does not store at once): the caller then runs the turn the ordinary way."""
+    if connection.vendor != "postgresql" or len(replies) > 1 or any(reply.files for reply in replies):
+        return False
+    if not replies:
+        save_context_and_finish(context, delivery_id)
+        return True
+    try:
+        with stores_in_one_statement(context_and_finish_with_reply(context, delivery_id)):
+            save_replies(participant, replies, client_prefix=client_prefix)
+    except NotStoredInOneStatement:
+        return False
+    return True
+
+
+def _context_and_finish_params(context: Context, delivery_id: int) -> list[Any]:
     now = timezone.now()
     data = {**context.to_dict(), "updated_at": now, "created_at": now}
     fields = [BotContext._meta.get_field(name) for name in (*_CONTEXT_FIELDS, *_TIMES)]
     params = [Participant._meta.pk.get_db_prep_value(context.participant_id, connection)]
     params += [field.get_db_prep_save(data[field.name], connection) for field in fields]
-    params += [BotDelivery.Status.DONE, connection.ops.adapt_datetimefield_value(now), delivery_id]
-    with hot_cursor() as cursor:
-        cursor.execute(_context_and_finish_sql(connection.vendor), params)
+    return [*params, BotDelivery.Status.DONE, connection.ops.adapt_datetimefield_value(now), delivery_id]
 
 
 def import_context(participant: Participant, exported: str | dict[str, Any]) -> Context:

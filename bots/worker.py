@@ -247,23 +247,35 @@ class BotWorker:
         delivery can run: then claim again). Returns (lease end or None, delivery or None,
         what ``_prepare`` returned)."""
         while True:
+            read = None
             if until is None:
-                until = lanes.take(participant_id, self.owner, lease)
-            elif until - timezone.now() < timedelta(seconds=lease - LEASE_MARGIN / 2):
-                until = lanes.renew(participant_id, self.owner, lease)
-            if until is None:
-                return None, None, None
-            item = lanes.claim_next(participant_id, self.owner)
+                taken = lanes.take_and_claim(participant_id, self.owner, lease)
+                if taken is None:
+                    return None, None, None
+                until, item, read = taken
+            else:
+                if until - timezone.now() < timedelta(seconds=lease - LEASE_MARGIN / 2):
+                    until = lanes.renew(participant_id, self.owner, lease)
+                    if until is None:
+                        return None, None, None
+                item = lanes.claim_next(participant_id, self.owner)
             if item is not None:
-                return until, item, self._prepare(item)
+                return until, item, self._prepare(item, read)
             if lanes.release_if_idle(participant_id, self.owner):
                 return None, None, None
 
-    def _prepare(self, item: BotDelivery) -> tuple[registry.BotSpec, Participant, Context | None] | None:
-        """Everything a delivery needs from the database in one query: the participant, its
-        conversation and its stored Context (None: skipped)."""
+    def _prepare(
+        self, item: BotDelivery, read: tuple[Participant | None, Any] | None = None
+    ) -> tuple[registry.BotSpec, Participant, Context | None] | None:
+        """Everything a delivery needs from the database in one query (unless ``read`` with
+        the claim already: ``lanes.take_and_claim``): the participant, its conversation and
+        its stored Context (None: skipped)."""
         spec = registry.get_spec(item.bot_name)
-        participant, context = delivery.participant_and_context(item.participant_id)
+        if read is None:
+            participant, context = delivery.participant_and_context(item.participant_id)
+        else:
+            participant, row = read
+            context = None if participant is None or row is None else delivery.context_from_row(participant, row)
         if spec is None or participant is None:
             outbox.finish(item.id, BotDelivery.Status.SKIPPED, "the bot is not installed any more")
             return None
@@ -278,15 +290,19 @@ class BotWorker:
     def _commit(item: BotDelivery, participant: Participant, replies: list, context: Context) -> None:
         """A turn is all or nothing: replies, Context and the delivery's state in one transaction.
 
-        Its replies take no savepoint each (bench/: two round trips per reply on the echo's
-        path). A reply stored already (this delivery ran twice: a lease ran out mid-turn) then
-        aborts the transaction, which runs again with savepoints, where each resent reply is
-        answered with the stored message. Replies with files always take the second way: their
-        files are not stored twice."""
+        A turn of one reply (or none) is one statement on PostgreSQL where it can be
+        (``delivery.save_turn_in_one_statement``). Otherwise its replies take no savepoint each
+        (bench/: two round trips per reply on the echo's path). A reply stored already (this
+        delivery ran twice: a lease ran out mid-turn) then aborts the transaction, which runs
+        again with savepoints, where each resent reply is answered with the stored message.
+        Replies with files always take the second way: their files are not stored twice."""
+        client_prefix = f"bot-{item.id}"
+        if delivery.save_turn_in_one_statement(participant, replies, context, item.id, client_prefix=client_prefix):
+            return
 
         def turn() -> None:
             with transaction.atomic():
-                delivery.save_replies(participant, replies, client_prefix=f"bot-{item.id}")
+                delivery.save_replies(participant, replies, client_prefix=client_prefix)
                 delivery.save_context_and_finish(context, item.id)
 
         if not any(reply.files for reply in replies):

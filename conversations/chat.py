@@ -72,6 +72,30 @@ def sends_without_savepoints():
         _WITHOUT_SAVEPOINTS.reset(token)
 
 
+#: Set (``stores_in_one_statement``) by a caller whose own writes go into the statement that
+#: stores the next message (a bot's turn: its reply, its Context, its delivery done).
+_ONE_STATEMENT: ContextVar[send_sql.Also | None] = ContextVar("stores_in_one_statement", default=None)
+
+
+class NotStoredInOneStatement(Exception):
+    """``stores_in_one_statement``: the message could not be stored with the caller's writes
+    by one statement; nothing was written. The caller stores it the ordinary way."""
+
+
+@contextmanager
+def stores_in_one_statement(also: send_sql.Also):
+    """The next ``save_message`` (PostgreSQL, no attachments) stores its message and runs
+    ``also`` in one statement, in autocommit: one round trip where a transaction around the
+    message and the caller's writes takes four. Any other outcome (refused, premoderated, a
+    resent client id, another database) raises ``NotStoredInOneStatement`` with nothing
+    written, before any error of the message's own."""
+    token = _ONE_STATEMENT.set(also)
+    try:
+        yield also
+    finally:
+        _ONE_STATEMENT.reset(token)
+
+
 def _savepoint():
     """Nested in a caller's transaction a failed INSERT must not abort it: a savepoint."""
     if connection.in_atomic_block and not _WITHOUT_SAVEPOINTS.get():
@@ -231,6 +255,9 @@ class Chat(ModerationMixin):
         Idempotent on ``client_id``: a resend returns the stored message (``created`` False)
         and sends nothing again. Refusals raise a typed ``ChatError``.
         """
+        also = _ONE_STATEMENT.get()
+        if also is not None:
+            return self._save_in_one_statement(participant, message_data, also)
         self._check_member_of_conversation(participant)
         data = self._validate_message_data(participant, message_data)
         client_id = data["client_id"]
@@ -269,6 +296,29 @@ class Chat(ModerationMixin):
             if existing is None:
                 raise
             return existing
+
+    def _save_in_one_statement(
+        self, participant: Participant, message_data: Mapping[str, Any], also: send_sql.Also
+    ) -> Message:
+        """``save_message`` under ``stores_in_one_statement``: stored with ``also`` by one
+        statement in autocommit, or ``NotStoredInOneStatement`` with nothing written."""
+        try:
+            self._check_member_of_conversation(participant)
+            data = self._validate_message_data(participant, message_data)
+        except ChatError as error:
+            raise NotStoredInOneStatement from error
+        if not self._one_statement_send(data) or connection.in_atomic_block:
+            raise NotStoredInOneStatement
+        message = self._new_numbered(participant, data)
+        try:
+            fresh, seq = send_sql.state_and_insert(
+                participant.pk, self._rate_since(), timezone.now(), self.limits["RATE_LIMIT_MESSAGES"], message, also
+            )
+        except IntegrityError as error:  # a resent client id: the ordinary way answers it
+            raise NotStoredInOneStatement from error
+        if fresh is None or seq is None:
+            raise NotStoredInOneStatement
+        return self._numbered(message, self._refreshed(fresh), seq)
 
     def deliver_message_to_bot(
         self,

@@ -16,6 +16,7 @@ PostgreSQL costs ~0.9 ms here, most of it waking the other process.)
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -63,8 +64,20 @@ def message_params(message: Message) -> list[Any]:
     ]
 
 
+@dataclass
+class Also:
+    """More writes for the statement that stores a message (``state_and_insert``): ``sql`` is
+    one or more CTEs (``name AS (...)``, comma-separated) that write only when the message was
+    stored (each tests ``EXISTS (SELECT 1 FROM stored)``), ``params`` their parameters. One
+    statement is atomic: the message and these writes commit together or not at all."""
+
+    sql: str
+    params: list[Any] = field(default_factory=list)
+    ran: bool = False  # set once a statement stored its message with them
+
+
 @cache
-def _state_and_insert_sql(vendor: str) -> str:
+def _state_and_insert_sql(vendor: str, also: str = "") -> str:
     muted_until = column(Participant, "muted_until")
     may_send = (
         f"(NOT {column(Participant, 'banned')} AND {column(Participant, 'left_at')} IS NULL"
@@ -84,17 +97,19 @@ def _state_and_insert_sql(vendor: str) -> str:
     state = ", ".join(f"state.{name}" for name in sender_state.column_names(vendor))
     return (
         f"WITH state AS ({sender_state.select_sql(vendor, may_send, aliased=True)}), taken(seq) AS ({take}),"
-        f" stored AS ({_insert_taken()}) SELECT {state}, (SELECT seq FROM stored) FROM state"
+        f" stored AS ({_insert_taken()}){', ' + also if also else ''} SELECT {state}, (SELECT seq FROM stored)"
+        " FROM state"
     )
 
 
 def state_and_insert(
-    participant_id: Any, rate_since: datetime, now: datetime, allowed: int, message: Message
+    participant_id: Any, rate_since: datetime, now: datetime, allowed: int, message: Message, also: Also | None = None
 ) -> tuple[Participant | None, int | None]:
     """PostgreSQL only. The sender's state (as ``sender_state.load``) and, if it may send
-    unasked, ``message`` stored with the next seq of its open conversation: ``(state, seq)``.
-    ``seq`` is None when nothing was stored (the caller finds out why from the state); ``state``
-    is None for an unknown participant. A resent client id raises ``IntegrityError``."""
+    unasked, ``message`` stored with the next seq of its open conversation (and ``also``'s
+    writes done): ``(state, seq)``. ``seq`` is None when nothing was stored (the caller finds
+    out why from the state); ``state`` is None for an unknown participant. A resent client id
+    raises ``IntegrityError``."""
     params = sender_state.select_params(
         participant_id, rate_since, connection.ops.adapt_datetimefield_value(now), Conversation.Premoderation.NONE
     )
@@ -104,10 +119,14 @@ def state_and_insert(
         allowed,
         *message_params(message),
     ]
+    if also is not None:
+        params += also.params
     with hot_cursor() as cursor:
-        cursor.execute(_state_and_insert_sql(connection.vendor), params)
+        cursor.execute(_state_and_insert_sql(connection.vendor, also.sql if also is not None else ""), params)
         row = cursor.fetchone()
     if row is None:
         return None, None
     *state, seq = row
+    if also is not None and seq is not None:
+        also.ran = True
     return sender_state.from_row(state), seq

@@ -95,3 +95,56 @@ def test_a_lane_row_is_created_on_first_take_and_none_for_a_deleted_participant(
     assert BotLane.objects.filter(participant_id=lane).exists()
     Participant.objects.filter(pk=lane).delete()
     assert lanes.take(lane, "w1", 60) is None
+
+
+def test_take_and_claim_takes_claims_the_oldest_and_reads_what_it_needs(lane):
+    taken = lanes.take_and_claim(lane, "w1", 60)
+    assert taken is not None and taken.until > timezone.now()
+    assert BotLane.objects.get(participant_id=lane).owner == "w1"
+    stored = BotDelivery.objects.get(pk=taken.item.pk)
+    assert (stored.status, stored.attempts, stored.worker) == ("running", 1, "w1")
+    fields = [f.attname for f in BotDelivery._meta.concrete_fields]
+    assert [getattr(taken.item, f) for f in fields] == [getattr(stored, f) for f in fields]
+    assert texts([taken.item]) == ["m0"]
+    if taken.read is not None:  # PostgreSQL: read by the same statement
+        participant, context = taken.read
+        assert participant.pk == stored.participant_id
+        assert participant.conversation.pk == stored.conversation_id
+        assert context is None  # no turn has saved one yet
+    assert lanes.take_and_claim(lane, "w2", 60) is None  # w1 holds it
+
+
+def test_take_and_claim_reads_a_stored_context(lane):
+    from bots import delivery
+
+    echo = Participant.objects.select_related("conversation").get(pk=lane)
+    context = delivery.load_context(echo)
+    context.misc["seen"] = 3
+    delivery.save_context(context)
+    taken = lanes.take_and_claim(lane, "w1", 60)
+    if taken.read is not None:
+        participant, row = taken.read
+        assert delivery.context_from_row(participant, row).misc == {"seen": 3}
+
+
+def test_take_and_claim_recovers_a_dead_holders_deliveries_before_claiming(lane):
+    lanes.take(lane, "dead", 60)
+    running = lanes.claim_next(lane, "dead")
+    BotLane.objects.filter(participant_id=lane).update(lease_until=timezone.now() - timedelta(seconds=1))
+    taken = lanes.take_and_claim(lane, "w1", 60)
+    assert taken is not None
+    # PostgreSQL's one statement claims nothing when it finds deliveries left running: they
+    # are recovered first, then claimed in order by the next claim.
+    item = taken.item or lanes.claim_next(lane, "w1")
+    assert texts([item]) == ["m0"] and item.pk == running.pk
+    stored = BotDelivery.objects.get(pk=running.pk)
+    assert (stored.status, stored.attempts, stored.worker) == ("running", 2, "w1")
+
+
+def test_take_and_claim_with_nothing_to_run_or_no_participant(lane):
+    BotDelivery.objects.filter(participant_id=lane).update(status="done")
+    taken = lanes.take_and_claim(lane, "w1", 60)
+    assert taken is not None and taken.item is None and taken.read is None
+    assert lanes.release_if_idle(lane, "w1")
+    Participant.objects.filter(pk=lane).delete()
+    assert lanes.take_and_claim(lane, "w1", 60) is None

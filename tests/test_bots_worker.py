@@ -18,7 +18,7 @@ from bots.testing import running_worker
 from bots.worker import db
 from conversations import protocol
 from conversations.chat import Chat
-from conversations.models import Message
+from conversations.models import Message, Participant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,15 +176,17 @@ async def test_a_lane_step_that_fails_gives_the_lane_up_for_the_sweep(local_bots
     local_bots("rec", Recorder, trigger="all")
     chat, alice, bots = await make_room("rec")
     me = bots["rec"]
-    real, calls = lanes.claim_next, []
+    real, calls = lanes.take_and_claim, []
 
     def fails_once(*args):
         calls.append(args)
+        taken = real(*args)
         if len(calls) == 1:
+            assert taken is not None  # the lane is ours: the failure must give it up
             raise RuntimeError("the database went away")
-        return real(*args)
+        return taken
 
-    monkeypatch.setattr(lanes, "claim_next", fails_once)
+    monkeypatch.setattr(lanes, "take_and_claim", fails_once)
     async with running_worker() as worker:
         await say(chat, alice, "still there?")
         await worker.wait_until(lambda: deliveries(me, status="done").exists(), within=10)
@@ -385,7 +387,6 @@ def _a_pending_turn(replies):
     """A room with the echo bot, a pending delivery to it, and a turn's replies and Context."""
     from bots.context import Context
     from bots.replies import coerce
-    from conversations.models import Participant
 
     chat, people = Chat.create("Room", "alice", ["echo"])
     chat.save_message(people[0], {"text": "hi", "client_id": "c1"})
@@ -433,18 +434,83 @@ def test_a_turn_committed_twice_stores_each_reply_once():
     assert BotContext.objects.get(participant=bot).misc == {"again": True}  # the second turn committed
 
 
-def test_a_bots_first_turn_creates_its_context_in_the_same_statement_on_postgresql():
+@pytest.mark.parametrize("first_turn", [True, False])
+def test_a_turn_of_one_reply_is_one_statement_on_postgresql(first_turn):
+    """The reply, the Context (created on the first turn) and the delivery done: one statement."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bots.delivery import save_context
+    from bots.worker import BotWorker
+
+    item, bot, replies, context = _a_pending_turn(["one"])
+    if not first_turn:
+        save_context(context)
+        context.misc["turn"] = 2
+    with CaptureQueriesContext(connection) as queries:
+        BotWorker._commit(item, bot, replies, context)
+    if connection.vendor == "postgresql":
+        assert len(queries) == 1, [q["sql"][:60] for q in queries]
+    stored = BotContext.objects.get(participant=bot)
+    assert (stored.current_turn_id, stored.requests) == (context.current_turn_id, context.to_dict()["requests"])
+    assert stored.misc == ({} if first_turn else {"turn": 2})
+    assert bot_texts(bot) == ["one"]
+    assert BotDelivery.objects.get(pk=item.pk).status == "done"
+
+
+def test_a_turn_without_replies_ends_in_one_statement_on_postgresql():
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from bots.worker import BotWorker
 
-    item, bot, replies, context = _a_pending_turn(["one"])
-    assert not BotContext.objects.filter(participant=bot).exists()
+    item, bot, replies, context = _a_pending_turn(None)
+    assert replies == []
     with CaptureQueriesContext(connection) as queries:
         BotWorker._commit(item, bot, replies, context)
-    if connection.vendor == "postgresql":  # BEGIN, the reply, the Context and the delivery, COMMIT
-        assert len(queries) == 4, [q["sql"][:60] for q in queries]
-    stored = BotContext.objects.get(participant=bot)
-    assert (stored.current_turn_id, stored.requests) == (context.current_turn_id, context.to_dict()["requests"])
+    if connection.vendor == "postgresql":
+        assert len(queries) == 1, [q["sql"][:60] for q in queries]
+    assert BotContext.objects.get(participant=bot).requests == context.to_dict()["requests"]
     assert BotDelivery.objects.get(pk=item.pk).status == "done"
+    assert bot_texts(bot) == []
+
+
+def test_a_refused_reply_writes_nothing_of_its_turn():
+    """A muted bot: the one statement stores nothing and ends nothing; the ordinary turn then
+    refuses the reply as before, and its transaction leaves no Context and no state behind."""
+    from bots.worker import BotWorker
+    from conversations.errors import Muted
+
+    item, bot, replies, context = _a_pending_turn(["one"])
+    Participant.objects.filter(pk=bot.pk).update(muted_until=timezone.now() + timedelta(hours=1))
+    with pytest.raises(Muted):
+        BotWorker._commit(item, bot, replies, context)
+    assert bot_texts(bot) == []
+    assert not BotContext.objects.filter(participant=bot).exists()
+    assert BotDelivery.objects.get(pk=item.pk).status == "pending"
+
+
+def test_stores_in_one_statement_writes_nothing_unless_it_stores_the_message():
+    """Every way the message is not stored by the one statement (a resent client id, a
+    premoderated room, another database) raises ``NotStoredInOneStatement``: the caller's
+    writes are not done, and no message is stored."""
+    from bots import delivery
+    from conversations.chat import NotStoredInOneStatement, stores_in_one_statement
+    from conversations.models import Conversation
+
+    item, bot, _, context = _a_pending_turn(["one"])
+    chat = Chat(bot.conversation)
+    chat.save_message(bot, {"text": "earlier", "client_id": "bot-x"})
+
+    def attempt(client_id):
+        also = delivery.context_and_finish_with_reply(context, item.id)
+        with pytest.raises(NotStoredInOneStatement), stores_in_one_statement(also):
+            chat.save_message(bot, {"text": "again", "client_id": client_id})
+        assert not also.ran
+
+    attempt("bot-x")  # resent
+    Conversation.objects.filter(pk=bot.conversation_id).update(premoderation=Conversation.Premoderation.ALL)
+    attempt("bot-y")  # would wait for approval
+    assert list(Message.objects.filter(sender=bot).values_list("text", flat=True)) == ["earlier"]
+    assert not BotContext.objects.filter(participant=bot).exists()
+    assert BotDelivery.objects.get(pk=item.pk).status == "pending"
