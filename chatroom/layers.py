@@ -93,6 +93,33 @@ class ConfirmedShardConnection(RedisSingleShardConnection):
                 logger.exception("pub/sub receive failed; reading on (redis-py reconnects and resubscribes)")
                 await asyncio.sleep(1)
 
+    def _receive_message(self, message) -> None:
+        """channels-redis's own, but a group message for sockets that read straight from
+        their inboxes (``_Into``) is decoded once for all of them, not once per socket, and
+        each may take it at once (``SocketInbox.offer``). They share the one dict: handlers
+        do not change an event."""
+        name, data = message["channel"], message["data"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        layer = self.channel_layer
+        queue = layer.channels.get(name)
+        if queue is not None:
+            queue.put_nowait(data)
+            return
+        decoded = None
+        for channel in list(layer.groups.get(name, ())):  # a handler may leave the group
+            queue = layer.channels.get(channel)
+            if queue is None:
+                continue
+            if type(queue) is not _Into:
+                queue.put_nowait(data)
+                continue
+            if decoded is None:
+                decoded = queue.decode(data)
+                if decoded is None:
+                    return
+            queue.put_message(decoded)
+
     def _confirm(self, name: bytes | str) -> None:
         if isinstance(name, bytes):
             name = name.decode()
@@ -102,20 +129,31 @@ class ConfirmedShardConnection(RedisSingleShardConnection):
 
 
 class _Into:
-    """A channel's queue that is someone else's inbox: messages go in deserialised."""
+    """A channel's queue that is someone else's inbox: messages go in deserialised, and to a
+    ``SocketInbox``'s idle consumer at once."""
 
-    __slots__ = ("deserialize", "inbox")
+    __slots__ = ("deserialize", "inbox", "offer")
 
     def __init__(self, inbox: Inbox, deserialize) -> None:
         self.inbox, self.deserialize = inbox, deserialize
+        self.offer = getattr(inbox, "offer", None)
 
-    def put_nowait(self, data: bytes) -> None:
+    def decode(self, data: bytes) -> dict | None:
         try:
-            message = self.deserialize(data)
+            return self.deserialize(data)
         except Exception:  # never in the shared receive loop: it would stall every socket
             logger.exception("undecodable channel-layer message dropped")
-            return
-        self.inbox.put_nowait(message)
+            return None
+
+    def put_nowait(self, data: bytes) -> None:
+        message = self.decode(data)
+        if message is not None:
+            self.put_message(message)
+
+    def put_message(self, message: dict) -> None:
+        offer = self.offer
+        if offer is None or not offer(message):
+            self.inbox.put_nowait(message)
 
 
 class ConfirmedPubSubLoopLayer(RedisPubSubLoopLayer):

@@ -37,13 +37,13 @@ def server_class():
     """daphne's ``Server`` with a lighter input queue per WebSocket connection."""
     from daphne.server import Server
 
-    from .inbox import Inbox
+    from .inbox import SocketInbox
 
     class ChatServer(Server):
         def create_application(self, protocol, scope):
             """daphne's own (4.2), but for the queue's type."""
             assert "application_instance" not in self.connections[protocol]
-            input_queue = Inbox() if scope.get("type") == "websocket" else asyncio.Queue()
+            input_queue = SocketInbox(self, protocol) if scope.get("type") == "websocket" else asyncio.Queue()
             scope.setdefault("asgi", {"version": "3.0"})
             application_instance = self.application(
                 scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)

@@ -19,6 +19,8 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from chatroom.inbox import SocketInbox
+
 from . import events, heartbeat, presence, protocol, roster
 from .auth import authorize, session_of_socket
 from .chat import Chat
@@ -220,6 +222,24 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
         ], has_more
 
     # ---- group events ---------------------------------------------------------------------
+
+    def handle_now(self, event: dict[str, Any], inbox: SocketInbox) -> bool:
+        """``chat_frame`` for the common frame, the next by seq while this consumer waits for
+        events, written straight to the socket (``chatroom.inbox.SocketInbox``); anything else
+        (an overtaking frame, a frame "to" someone, other events) returns False and is queued
+        for the handlers, behind nothing. The frame's UTF-8 is made once per message for
+        every socket of the process (they share the event)."""
+        if event.get("type") != "chat.frame" or self.chat is None:
+            return False
+        seq = event.get("seq")
+        if seq is None or seq != self.last_seq_sent + 1:
+            return False
+        data = event.get("utf8")
+        if data is None:
+            data = event["utf8"] = event["text"].encode()
+        inbox.write_text(data)  # a client that has just gone resumes by seq, as after send()
+        self.last_seq_sent = seq
+        return True
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         seq = event.get("seq")

@@ -70,7 +70,9 @@ class PumpedConsumerMixin:
 
     Under ``chatroom.serve`` the socket's events arrive in an ``Inbox``, and the pub/sub layer
     can put the consumer's channel messages into that same inbox (``new_channel_into``):
-    then no pump task runs at all (bench/: a task hop per frame, two tasks per idle socket)."""
+    then no pump task runs at all (bench/: a task hop per frame, two tasks per idle socket).
+    A consumer with a synchronous ``handle_now(event, inbox) -> bool`` gets a channel message there
+    at once while it waits for events (``SocketInbox.offer``); False queues it as usual."""
 
     async def __call__(self, scope, receive, send) -> None:
         self.scope = scope
@@ -80,6 +82,9 @@ class PumpedConsumerMixin:
         into = getattr(self.channel_layer, "new_channel_into", None) if isinstance(inbox, Inbox) else None
         if into is not None:
             self.channel_name = await into(inbox)
+            handle_now = getattr(self, "handle_now", None)
+            if handle_now is not None and hasattr(inbox, "handler"):
+                inbox.handler = handle_now  # chatroom.inbox.SocketInbox.offer
             try:
                 with contextlib.suppress(StopConsumer):
                     await dispatch_from(inbox, self.dispatch)

@@ -99,3 +99,40 @@ async def test_the_last_socket_leaving_unsubscribes_and_a_new_one_subscribes_aga
     await layer.group_send("room", {"type": "chat.frame", "text": "for c"})
     async with asyncio.timeout(5):
         assert (await layer.receive(c))["text"] == "for c"
+
+
+async def test_a_group_message_is_decoded_once_and_taken_at_once_by_idle_sockets(layers):
+    """Sockets whose inbox the layer fills (``new_channel_into``, as under chatroom.serve):
+    one decode for all of them, and an idle consumer's handler takes the message at once,
+    while a busy consumer, or a handler that declines, gets it queued in order."""
+    from chatroom.inbox import SocketInbox
+
+    layer = layers()
+    taken: list = []
+    both_taken = asyncio.Event()
+
+    def accept(event, inbox):
+        taken.append((inbox, event))
+        if len(taken) == 2:
+            both_taken.set()
+        return True
+
+    idle, declining, busy = (SocketInbox(None, None) for _ in range(3))
+    idle.handler, declining.handler, busy.handler = accept, lambda event, inbox: False, accept
+    readers = [asyncio.ensure_future(inbox.get()) for inbox in (idle, declining)]
+    await asyncio.sleep(0)  # both wait; nobody reads ``busy``
+    for inbox in (idle, declining, busy):
+        await layer.group_add("room", await layer._get_layer().new_channel_into(inbox))
+    await layer.group_send("room", {"type": "chat.frame", "text": "one"})
+    await layer.group_send("room", {"type": "chat.frame", "text": "two"})
+    async with asyncio.timeout(5):
+        await both_taken.wait()
+        assert (await readers[1])["text"] == "one"
+        assert (await declining.get())["text"] == "two"
+        queued = [await busy.get() for _ in range(2)]
+    assert [(inbox, event["text"]) for inbox, event in taken] == [(idle, "one"), (idle, "two")]
+    assert [event["text"] for event in queued] == ["one", "two"]
+    assert not readers[0].done() and idle.empty()  # taken at once, never queued
+    readers[0].cancel()
+    # Decoded once per message for every socket of the process: they share the dict.
+    assert queued[0] is taken[0][1] and queued[1] is taken[1][1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from daphne.server import Server
 
-from chatroom.inbox import Inbox
+from chatroom.inbox import SocketInbox
 from chatroom.serve import server_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ async def test_websockets_get_an_inbox_and_http_keeps_daphnes_queue():
 
     server = server_class()(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"])  # not started
     server.connections = {}  # what run() sets up
-    for kind, queue_type in (("websocket", Inbox), ("http", asyncio.Queue)):
+    for kind, queue_type in (("websocket", SocketInbox), ("http", asyncio.Queue)):
         protocol = object()
         server.connections[protocol] = {}
         queue = server.create_application(protocol, {"type": kind})
