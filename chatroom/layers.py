@@ -28,6 +28,7 @@ from channels_redis.pubsub import (
 from channels_redis.utils import _wrap_close  # private, but the layer's own close hook (pinned)
 
 from .inbox import Inbox
+from .publisher import Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ class ConfirmedShardConnection(RedisSingleShardConnection):
     def __init__(self, host, channel_layer) -> None:
         super().__init__(host, channel_layer)
         self._confirmed: dict[str, asyncio.Future] = {}
+        self._publisher = Publisher.for_host(host)
+
+    def publish_now(self, channel: str, data: bytes) -> bool:
+        """``PUBLISH`` written at once on the loop (``chatroom/publisher.py``); False: use
+        ``publish``."""
+        return self._publisher is not None and self._publisher.publish(channel, data)
 
     async def subscribe(self, channel: str, *, confirmed: bool = True) -> None:
         async with self._lock:
@@ -73,6 +80,9 @@ class ConfirmedShardConnection(RedisSingleShardConnection):
     async def flush(self) -> None:
         await super().flush()
         self._confirmed = {}
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = Publisher.for_host(self.host)
 
     async def _do_receiving(self) -> None:
         while True:
@@ -161,6 +171,16 @@ class ConfirmedPubSubLoopLayer(RedisPubSubLoopLayer):
         super().__init__(*args, **kwargs)
         self._shards = [ConfirmedShardConnection(shard.host, self) for shard in self._shards]
 
+    def group_send_now(self, group: str, message: dict) -> bool:
+        """``group_send`` done now, without waiting for Redis (``chatroom/publisher.py``), if
+        this process's publishing connection is up; False: nothing sent, await ``group_send``."""
+        channel = self._get_group_channel_name(group)
+        return self._get_shard(channel).publish_now(channel, self.channel_layer.serialize(message))
+
+    def send_now(self, channel: str, message: dict) -> bool:
+        """``send`` done now (see ``group_send_now``)."""
+        return self._get_shard(channel).publish_now(channel, self.channel_layer.serialize(message))
+
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A consumer's own channel: its one reader is the consumer, so its queue is an
         ``Inbox``, not an ``asyncio.Queue`` (~2.5 KB less per idle socket)."""
@@ -194,6 +214,14 @@ class ConfirmedPubSubLoopLayer(RedisPubSubLoopLayer):
 
 class ConfirmedPubSubChannelLayer(RedisPubSubChannelLayer):
     """``channels_redis.pubsub.RedisPubSubChannelLayer`` whose subscriptions are live on return."""
+
+    def group_send_now(self, group: str, message: dict) -> bool:
+        """On the running loop: see ``ConfirmedPubSubLoopLayer.group_send_now``."""
+        return self._get_layer().group_send_now(group, message)
+
+    def send_now(self, channel: str, message: dict) -> bool:
+        """On the running loop: see ``ConfirmedPubSubLoopLayer.send_now``."""
+        return self._get_layer().send_now(channel, message)
 
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()

@@ -7,9 +7,11 @@ every message's save waited for the previous message's publish (bench/: the N = 
 
 Here a thread that runs for an event loop (``sync_to_async``, which daphne's consumers and
 views use) hands the send to that loop and goes on. One queue per loop, drained by one task,
-keeps the sends of a process in the order they were made, as the blocking calls did. The row
-is committed before the send is queued, so nothing a client can resume is lost with a send:
-a socket fills a gap by ``seq`` and the bot worker's sweep finds its rows.
+keeps the sends of a process in the order they were made, as the blocking calls did. With
+the pub/sub layer a send with nothing queued before it is written at once instead, on the
+process's publishing connection (``chatroom/publisher.py``): no task and no wait for Redis.
+The row is committed before the send is queued, so nothing a client can resume is lost with
+a send: a socket fills a gap by ``seq`` and the bot worker's sweep finds its rows.
 
 Code with no loop to hand to (a management command, a plain thread) sends as before.
 """
@@ -80,11 +82,14 @@ def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
 
 
 def _enqueue(item: _Send) -> None:
-    """On the loop: queue the send, and start the drain if none runs."""
+    """On the loop: send now if nothing waits before it and the layer can (``_call_now``),
+    else queue the send and start the drain if none runs."""
     loop = asyncio.get_running_loop()
     queue = _queues.get(loop)
     if queue is None:
         queue = _queues[loop] = _Queue()
+    if queue.task is None and _call_now(item):
+        return
     queue.items.append(item)
     if queue.task is None:
         queue.task = loop.create_task(_drain(queue))
@@ -93,9 +98,26 @@ def _enqueue(item: _Send) -> None:
 async def _drain(queue: _Queue) -> None:
     try:
         while queue.items:
-            await _call(queue.items.popleft())
+            item = queue.items.popleft()
+            if not _call_now(item):
+                await _call(item)
     finally:
         queue.task = None
+
+
+def _call_now(item: _Send) -> bool:
+    """One send done at once on the loop by a layer that can (``group_send_now``, ``send_now``:
+    the pub/sub layer's publisher, chatroom/publisher.py); False: it must be awaited. A
+    failure is logged, as in ``_call``."""
+    name, args, failure = item
+    now = getattr(get_channel_layer(), name + "_now", None)
+    if now is None:
+        return False
+    try:
+        return now(*args)
+    except Exception:
+        logger.exception("channel layer: %s failed", failure)
+        return True
 
 
 async def _call(item: _Send) -> None:
