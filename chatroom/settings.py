@@ -94,13 +94,23 @@ TEMPLATES = [
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 _DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'chatroom.sqlite3'}")
 # Persistent connections on PostgreSQL: with 0, every database_sync_to_async call of a socket
-# opened a new connection (bench/: echo round trip p50 800 -> 80 ms). Health checks drop a
-# connection the server closed before it is reused. SQLite opens a file: nothing to keep.
+# opened a new connection (bench/: echo round trip p50 800 -> 80 ms); with a maximum age, the
+# first call after it opens one again (the echo's p99: a bot worker's threads idle for a
+# minute). Health checks drop a connection the server closed before it is reused. SQLite
+# opens a file: nothing to keep.
 _IS_SQLITE = _DATABASE_URL.startswith("sqlite")
+
+
+def _conn_max_age(default: str) -> int | None:
+    """``DB_CONN_MAX_AGE``: seconds, or ``none`` to keep a connection while it is healthy."""
+    value = os.environ.get("DB_CONN_MAX_AGE", default).strip().lower()
+    return None if value in ("", "none") else int(value)
+
+
 DATABASES = {
     "default": dj_database_url.parse(
         _DATABASE_URL,
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0" if _IS_SQLITE else "60")),
+        conn_max_age=_conn_max_age("0" if _IS_SQLITE else "none"),
         conn_health_checks=True,
     )
 }

@@ -13,7 +13,7 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_persistent_connections_in_this_process():
-    """PostgreSQL keeps connections for ``DB_CONN_MAX_AGE`` (60 s) by default. In the test
+    """PostgreSQL keeps connections while healthy by default (``DB_CONN_MAX_AGE``). In the test
     process the threads of ``database_sync_to_async`` and of the bot workers would then hold
     theirs to the end, and dropping the test database fails ("being accessed by other users").
     The live daphne processes keep the default; they are stopped before the drop."""

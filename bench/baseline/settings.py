@@ -16,7 +16,11 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ["DATABASE_URL"], conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0"))
+        os.environ["DATABASE_URL"],
+        # As given by bench/run.py (both flavours alike); "none": kept for good (Django's None).
+        conn_max_age=None
+        if os.environ.get("DB_CONN_MAX_AGE", "0").lower() in ("", "none")
+        else int(os.environ["DB_CONN_MAX_AGE"]),
     )
 }
 CHANNEL_LAYERS = {
