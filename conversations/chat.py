@@ -110,13 +110,15 @@ def clean_nickname(nickname: str | None) -> str:
 
 
 class Chat(ModerationMixin):
-    """Controller of one conversation. Cheap to build; holds no cache of its own.
+    """Controller of one conversation. Cheap to build; its one cache, the room's bots as its
+    last send found them, is checked against the database at every send (``_room_bots_for``).
 
     Moderation (hide, approve, mute, kick, ban, reports, ...) lives in ``moderation.py``."""
 
     def __init__(self, conversation: Conversation, limits: ChatLimits | None = None) -> None:
         self.conversation = conversation
         self.limits = limits or get_limits()
+        self._room_bots: tuple[tuple[Any, str], list[Participant]] | None = None
 
     # ---- lookup and creation ---------------------------------------------------------------
 
@@ -713,7 +715,8 @@ class Chat(ModerationMixin):
             # takes one under the row lock that this transaction now holds until commit.
             refreshed = getattr(participant, "has_active_bots", None) is not None
             no_bots = refreshed and not participant.has_active_bots and seq == participant.conversation.next_seq
-            transaction.on_commit(lambda: self._fan_out(message, no_bots=no_bots))
+            bot_ids = getattr(participant, "active_bot_ids", None)
+            transaction.on_commit(lambda: self._fan_out(message, no_bots=no_bots, bot_ids=bot_ids))
         return message
 
     def _check_open(self) -> None:
@@ -757,11 +760,24 @@ class Chat(ModerationMixin):
         every message to a room with bots: by a statement built once, bench/)."""
         return room_bots.active(self.conversation.pk)
 
-    def _fan_out(self, message: Message, *, no_bots: bool = False) -> None:
+    def _room_bots_for(self, sender_id: Any, bot_ids: str | None) -> list[Participant]:
+        """The room's active bots for a message of ``sender_id``: those this Chat read for its
+        last message if the send's statement found the same ones (``bot_ids``: the ids of the
+        active bots but the sender, sorted, as ``sender_state.ACTIVE_BOT_IDS_SQL`` makes them;
+        a socket's Chat sends many messages), else read now."""
+        cached = self._room_bots
+        if bot_ids is not None and cached is not None and cached[0] == (sender_id, bot_ids):
+            return cached[1]
+        bots = self._active_bots()
+        key = ",".join(sorted(str(bot.pk) for bot in bots if bot.pk != sender_id))
+        self._room_bots = ((sender_id, key), bots)
+        return bots
+
+    def _fan_out(self, message: Message, *, no_bots: bool = False, bot_ids: str | None = None) -> None:
         events.message_created(message)
         if no_bots:
             return
-        bots = self._active_bots()
+        bots = self._room_bots_for(message.sender_id, bot_ids)
         for bot in bots:
             if bot.pk != message.sender_id:
                 self.deliver_message_to_bot(message, bot, room_bots=bots)

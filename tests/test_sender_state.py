@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from conversations import sender_state
@@ -117,3 +118,41 @@ def test_an_insert_stores_what_create_would(make_chat):
         if field.name not in ("id", "available_at", "created_at"):  # defaults of their own moment
             assert getattr(stored, field.attname) == getattr(created, field.attname), field.name
     assert stored.available_at == mine.available_at and stored.status == "pending"
+
+
+@pytest.mark.django_db(transaction=True)  # the fan-out runs on commit
+def test_a_sockets_chat_reads_the_rooms_bots_again_only_when_they_changed(make_chat):
+    """A socket's Chat keeps the room's bots of its last message; on PostgreSQL the send's
+    statement says whether they are still the ones, so only a change reads them again. A bot
+    that left and one that joined through another Chat (another process) are seen at once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bots.models import BotDelivery
+    from conversations import room_bots
+    from conversations.chat import Chat
+
+    chat, owner = make_chat(bots=["echo"])
+    first = Participant.objects.get(conversation=chat.conversation, kind=Participant.Kind.BOT)
+    socket = Chat.get_chat(chat.conversation.pk)
+    bots_sql = room_bots._statement(connection.vendor)[1].split("%s")[0]  # as logged, with its values
+
+    def send(text: str) -> int:
+        """Send as the socket would; how many times the room's bots were read."""
+        with CaptureQueriesContext(connection) as queries:
+            socket.save_message(owner, {"client_id": text, "text": text})
+        return sum(bots_sql in query["sql"] for query in queries)
+
+    assert send("m1") == 1
+    assert send("m2") == (0 if connection.vendor == "postgresql" else 1)
+    other = Chat.get_chat(chat.conversation.pk)
+    other.leave(first)
+    second = other.add_bot("echo")
+    assert send("m3") == 1  # not the ones it had: read again
+
+    def texts(bot):
+        deliveries = BotDelivery.objects.filter(participant=bot).order_by("id")
+        return [item.payload["message"]["text"] for item in deliveries]
+
+    assert texts(first) == ["m1", "m2"]
+    assert texts(second) == ["m3"]
