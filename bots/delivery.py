@@ -104,20 +104,35 @@ def save_context(context: Context) -> None:
 
 
 @cache
-def _context_and_finish_sql(vendor: str) -> str:
+def _context_and_finish_parts(vendor: str, condition: str = "TRUE") -> tuple[str, str]:
+    """The Context's upsert and the delivery's end, each writing only if ``condition`` (SQL)
+    holds; parameters: ``_context_and_finish_params``. The values are cast: a ``SELECT``
+    list, unlike ``VALUES`` in an ``INSERT``, does not take its parameters' types from the
+    columns."""
     quote = connection.ops.quote_name
     context, item = BotContext._meta, BotDelivery._meta
     key = quote(context.pk.column)
-    columns = [key, *(quote(context.get_field(name).column) for name in (*_CONTEXT_FIELDS, *_TIMES))]
+    fields = [context.pk, *(context.get_field(name) for name in (*_CONTEXT_FIELDS, *_TIMES))]
+    columns = [quote(f.column) for f in fields]
+    values = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in fields)
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:-1])  # not the key, not created_at
     column = item.get_field
-    return (
-        f"WITH saved AS (INSERT INTO {context.db_table} ({', '.join(columns)})"
-        f" VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT ({key}) DO UPDATE SET {updates})"
-        f" UPDATE {item.db_table} SET {quote(column('status').column)} = %s,"
-        f" {quote(column('last_error').column)} = '', {quote(column('finished_at').column)} = %s"
-        f" WHERE {quote(item.pk.column)} = %s"
+    upsert = (
+        f"INSERT INTO {context.db_table} ({', '.join(columns)}) SELECT {values} WHERE {condition}"
+        f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
     )
+    done = (
+        f"UPDATE {item.db_table} SET {quote(column('status').column)} = %s,"
+        f" {quote(column('last_error').column)} = '', {quote(column('finished_at').column)} = %s"
+        f" WHERE {quote(item.pk.column)} = %s AND {condition}"
+    )
+    return upsert, done
+
+
+@cache
+def _context_and_finish_sql(vendor: str) -> str:
+    upsert, done = _context_and_finish_parts(vendor)
+    return f"WITH saved AS ({upsert}) {done}"
 
 
 def save_context_and_finish(context: Context, delivery_id: int) -> None:
@@ -134,24 +149,10 @@ def save_context_and_finish(context: Context, delivery_id: int) -> None:
 
 @cache
 def _context_and_finish_with_reply_sql(vendor: str) -> str:
-    """``_context_and_finish_sql`` as CTEs of the reply's statement, writing only if the
-    reply was stored (``send_sql.Also``). Its values are cast: a ``SELECT`` list, unlike
-    ``VALUES`` in an ``INSERT``, does not take its parameters' types from the columns."""
-    quote = connection.ops.quote_name
-    context, item = BotContext._meta, BotDelivery._meta
-    key = quote(context.pk.column)
-    fields = [context.pk, *(context.get_field(name) for name in (*_CONTEXT_FIELDS, *_TIMES))]
-    columns = [quote(f.column) for f in fields]
-    values = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in fields)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:-1])  # not the key, not created_at
-    column = item.get_field
-    return (
-        f"turn_context AS (INSERT INTO {context.db_table} ({', '.join(columns)})"
-        f" SELECT {values} WHERE EXISTS (SELECT 1 FROM stored) ON CONFLICT ({key}) DO UPDATE SET {updates}),"
-        f" turn_done AS (UPDATE {item.db_table} SET {quote(column('status').column)} = %s,"
-        f" {quote(column('last_error').column)} = '', {quote(column('finished_at').column)} = %s"
-        f" WHERE {quote(item.pk.column)} = %s AND EXISTS (SELECT 1 FROM stored))"
-    )
+    """The turn's end as CTEs of the reply's statement, writing only if the reply was stored
+    (``send_sql.Also``)."""
+    upsert, done = _context_and_finish_parts(vendor, "EXISTS (SELECT 1 FROM stored)")
+    return f"turn_context AS ({upsert}), turn_done AS ({done})"
 
 
 def context_and_finish_with_reply(context: Context, delivery_id: int) -> send_sql.Also:

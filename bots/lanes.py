@@ -145,7 +145,7 @@ class Taken(NamedTuple):
 def take_and_claim(participant_id: str, owner: str, seconds: float) -> Taken | None:
     """``take``, then ``claim_next`` if taken; None if not taken. On PostgreSQL one statement
     that also reads what the delivery needs (``Taken.read``): a lane is taken for most
-    deliveries of a bot that answers people, so this is three round trips fewer on the way
+    deliveries of a bot that answers people, so this is two round trips fewer on the way
     to its reply (bench/: the echo round trip)."""
     if connection.vendor != "postgresql":
         until = take(participant_id, owner, seconds)

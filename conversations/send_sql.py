@@ -73,7 +73,6 @@ class Also:
 
     sql: str
     params: list[Any] = field(default_factory=list)
-    ran: bool = False  # set once a statement stored its message with them
 
 
 @cache
@@ -127,6 +126,4 @@ def state_and_insert(
     if row is None:
         return None, None
     *state, seq = row
-    if also is not None and seq is not None:
-        also.ran = True
     return sender_state.from_row(state), seq
