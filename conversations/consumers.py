@@ -19,7 +19,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chatroom.inbox import SocketInbox
+from chatroom.inbox import SocketInbox, text_frame
 
 from . import events, heartbeat, presence, protocol, roster
 from .auth import authorize, session_of_socket
@@ -227,17 +227,18 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
         """``chat_frame`` for the common frame, the next by seq while this consumer waits for
         events, written straight to the socket (``chatroom.inbox.SocketInbox``); anything else
         (an overtaking frame, a frame "to" someone, other events) returns False and is queued
-        for the handlers, behind nothing. The frame's UTF-8 is made once per message for
-        every socket of the process (they share the event)."""
+        for the handlers, behind nothing. Its UTF-8 and its WebSocket frame are made once per
+        message for every socket of the process (they share the event)."""
         if event.get("type") != "chat.frame" or self.chat is None:
             return False
         seq = event.get("seq")
         if seq is None or seq != self.last_seq_sent + 1:
             return False
-        data = event.get("utf8")
-        if data is None:
+        data, frame = event.get("utf8"), event.get("frame")
+        if data is None:  # made once for every socket of the process: they share the event
             data = event["utf8"] = event["text"].encode()
-        inbox.write_text(data)  # a client that has just gone resumes by seq, as after send()
+            frame = event["frame"] = text_frame(data)
+        inbox.write_text(data, frame)  # a client that has just gone resumes by seq, as after send()
         self.last_seq_sent = seq
         return True
 
