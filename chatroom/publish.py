@@ -13,7 +13,8 @@ process's publishing connection (``chatroom/publisher.py``): no task and no wait
 The row is committed before the send is queued, so nothing a client can resume is lost with
 a send: a socket fills a gap by ``seq`` and the bot worker's sweep finds its rows.
 
-Code with no loop to hand to (a management command, a plain thread) sends as before.
+Code on the loop's own thread queues its send the same way, without the hand-over. Code with
+no loop to hand to (a management command, a plain thread) sends as before.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def send(channel: str, message: dict[str, Any], *, failure: str = "") -> None:
 
 
 def _submit(item: _Send) -> None:
+    if _on_a_running_loop():  # a send from the loop's own thread (``Chat.save_message_on_loop``)
+        _enqueue(item)
+        return
     loop = _loop_of_this_thread()
     if loop is not None:
         try:
@@ -79,6 +83,14 @@ def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
     if getattr(loop, "_thread_id", None) == threading.get_ident():
         return None
     return loop
+
+
+def _on_a_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _enqueue(item: _Send) -> None:

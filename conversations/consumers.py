@@ -134,7 +134,11 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
             )
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
-        message = await database_sync_to_async(self.chat.save_message)(self.participant, frame)
+        # The common send stays on the event loop; anything else, or a refusal, takes the
+        # database thread, which stores or answers it as always (Chat.save_message_on_loop).
+        message = await self.chat.save_message_on_loop(self.participant, frame)
+        if message is None:
+            message = await database_sync_to_async(self.chat.save_message)(self.participant, frame)
         await self.send_frame(
             {
                 "type": "message.ack",

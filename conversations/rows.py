@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Model
 
@@ -90,12 +90,13 @@ class Columns:
     def instances(self, values: Sequence[Any]) -> list[Model | None]:
         """One instance per model from the first ``count`` values of a row; None for a model
         whose primary key is NULL (the missing side of a LEFT JOIN)."""
+        conn = connections[DEFAULT_DB_ALIAS]  # once: each use of the proxy looks it up (bench/)
         out: list[Model | None] = []
         for model, attnames, start, end, pk_index in self._layout:
             chunk = []
             for value, converters in zip(values[start:end], self.converters[start:end], strict=True):
                 for converter, expression in converters:
-                    value = converter(value, expression, connection)
+                    value = converter(value, expression, conn)
                 chunk.append(value)
-            out.append(None if chunk[pk_index] is None else model.from_db(connection.alias, attnames, chunk))
+            out.append(None if chunk[pk_index] is None else model.from_db(conn.alias, attnames, chunk))
         return out

@@ -21,7 +21,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from . import sender_state
 from .models import Conversation, Message, Participant
@@ -57,8 +57,9 @@ def numbered_insert_sql(vendor: str) -> str:
 
 def message_params(message: Message) -> list[Any]:
     """Every field of an unsaved message but ``seq``, ready for the driver, in column order."""
+    conn = connections[DEFAULT_DB_ALIAS]  # once: each use of the proxy looks it up (bench/)
     return [
-        field.get_db_prep_save(getattr(message, field.attname), connection)
+        field.get_db_prep_save(getattr(message, field.attname), conn)
         for field in Message._meta.concrete_fields
         if field.attname != "seq"
     ]
@@ -109,20 +110,34 @@ def state_and_insert(
     writes done): ``(state, seq)``. ``seq`` is None when nothing was stored (the caller finds
     out why from the state); ``state`` is None for an unknown participant. A resent client id
     raises ``IntegrityError``."""
+    sql, params = state_and_insert_statement(participant_id, rate_since, now, allowed, message, also)
+    with hot_cursor() as cursor:
+        cursor.execute(sql, params)
+        return state_and_seq(cursor.fetchone())
+
+
+def state_and_insert_statement(
+    participant_id: Any, rate_since: datetime, now: datetime, allowed: int, message: Message, also: Also | None = None
+) -> tuple[str, list[Any]]:
+    """``state_and_insert``'s SQL and parameters, for a caller that runs it on a connection of
+    its own (``chatroom.postgresql.loop``); its row goes to ``state_and_seq``."""
+    conn = connections[DEFAULT_DB_ALIAS]
     params = sender_state.select_params(
-        participant_id, rate_since, connection.ops.adapt_datetimefield_value(now), Conversation.Premoderation.NONE
+        participant_id, rate_since, conn.ops.adapt_datetimefield_value(now), Conversation.Premoderation.NONE
     )
     params += [
-        Conversation._meta.pk.get_db_prep_value(message.conversation_id, connection),
+        Conversation._meta.pk.get_db_prep_value(message.conversation_id, conn),
         Conversation.Status.OPEN,
         allowed,
         *message_params(message),
     ]
     if also is not None:
         params += also.params
-    with hot_cursor() as cursor:
-        cursor.execute(_state_and_insert_sql(connection.vendor, also.sql if also is not None else ""), params)
-        row = cursor.fetchone()
+    return _state_and_insert_sql(conn.vendor, also.sql if also is not None else ""), params
+
+
+def state_and_seq(row: Any) -> tuple[Participant | None, int | None]:
+    """``state_and_insert``'s result from its row (None: no such participant)."""
     if row is None:
         return None, None
     *state, seq = row

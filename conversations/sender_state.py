@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from .models import Conversation, Message, Participant
 from .rows import Columns, hot_cursor
@@ -84,18 +84,19 @@ def participant_column_name(vendor: str, field: str) -> str:
 
 def select_params(participant_id, rate_since: datetime, *extra: Any) -> list[Any]:
     """``select_sql``'s parameters; ``extra`` are those of its ``extra`` columns."""
+    conn = connections[DEFAULT_DB_ALIAS]
     return [
-        connection.ops.adapt_datetimefield_value(rate_since),
+        conn.ops.adapt_datetimefield_value(rate_since),
         Participant.Kind.BOT,
         *extra,
-        Participant._meta.pk.get_db_prep_value(participant_id, connection),
+        Participant._meta.pk.get_db_prep_value(participant_id, conn),
     ]
 
 
 def from_row(values: Sequence[Any]) -> Participant:
     """The participant of a ``select_sql`` row (without its extra columns)."""
     *values, recent, has_bots = values
-    participant, conversation = _columns(connection.vendor).instances(values)
+    participant, conversation = _columns(connections[DEFAULT_DB_ALIAS].vendor).instances(values)
     participant.conversation = conversation
     participant.recent_messages = int(recent)
     participant.has_active_bots = bool(has_bots)

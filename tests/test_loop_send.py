@@ -1,0 +1,198 @@
+"""A message's send on the event loop (``Chat.save_message_on_loop``, chatroom/postgresql/loop.py).
+
+On PostgreSQL the common send is stored by one statement on the loop's own connection and
+fanned out from the loop; anything else returns None having written nothing, and the socket
+then calls ``save_message``, which stores or refuses as always. SQLite has no loop connection:
+every send takes the ordinary path. Both are tested through the socket's own sequence
+(``_send``): every send is stored exactly once, refusals say why, nothing takes a seq it keeps.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+
+from bots.models import BotDelivery
+from chatroom.postgresql import loop as on_loop
+from conversations import events
+from conversations.chat import Chat
+from conversations.errors import Banned, ConversationEnded, Muted, NotParticipant, RateLimited
+from conversations.models import Conversation, Message, Participant
+from tests.test_send_sql import _ban, _leave, _mute
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ON_LOOP = connection.vendor == "postgresql"
+
+
+async def _send(chat: Chat, sender: Participant, frame: dict) -> tuple[Message, bool]:
+    """As the socket sends (``ConversationConsumer.on_message_send``): the message and whether
+    the loop stored it."""
+    message = await chat.save_message_on_loop(sender, frame)
+    if message is not None:
+        return message, True
+    return await database_sync_to_async(chat.save_message)(sender, frame), False
+
+
+@database_sync_to_async
+def _room(bots=()) -> tuple[Chat, Participant]:
+    chat, participants = Chat.create("Room", "alice", bots)
+    return chat, participants[0]
+
+
+@database_sync_to_async
+def _next_seq(chat: Chat) -> int:
+    return Conversation.objects.values_list("next_seq", flat=True).get(pk=chat.conversation.pk)
+
+
+@database_sync_to_async
+def _texts(chat: Chat) -> list[tuple[int | None, str]]:
+    rows = Message.objects.filter(conversation_id=chat.conversation.pk).exclude(kind=Message.Kind.SYSTEM)
+    return list(rows.order_by("created_at").values_list("seq", "text"))
+
+
+async def test_a_plain_send_is_stored_and_fanned_out_from_the_loop():
+    chat, alice = await _room()
+    layer = get_channel_layer()
+    inbox = await layer.new_channel()
+    await layer.group_add(events.group_name(chat.conversation.pk), inbox)
+    seq = await _next_seq(chat)
+
+    message, on_the_loop = await _send(chat, alice, {"client_id": "c1", "text": "hi"})
+
+    assert on_the_loop is ON_LOOP
+    assert (message.seq, message.created, message.sender.name) == (seq, True, "alice")
+    assert await _texts(chat) == [(seq, "hi")] and await _next_seq(chat) == seq + 1
+    frame = await layer.receive(inbox)
+    assert (frame["type"], frame["seq"]) == ("chat.frame", seq)
+    assert '"text":"hi"' in frame["text"].replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    "change, error", [(_mute, Muted), (_ban, Banned), (_leave, NotParticipant)], ids=["muted", "banned", "left"]
+)
+async def test_a_refused_send_writes_nothing_on_the_loop_and_says_why(change, error):
+    """Changed by another process (the admin): the socket's participant object is stale."""
+    chat, _alice = await _room()
+    bob = await database_sync_to_async(chat.join)("bob")
+
+    @database_sync_to_async
+    def change_in_the_database():
+        row = Participant.objects.get(pk=bob.pk)
+        change(row)
+        row.save()
+
+    await change_in_the_database()
+    seq = await _next_seq(chat)
+
+    assert await chat.save_message_on_loop(bob, {"client_id": "c1", "text": "hi"}) is None
+    assert await _next_seq(chat) == seq and await _texts(chat) == []
+    with pytest.raises(error):
+        await _send(chat, bob, {"client_id": "c1", "text": "hi"})
+    assert await _next_seq(chat) == seq and await _texts(chat) == []
+
+
+async def test_the_rate_limit_and_an_ended_room_refuse_without_a_seq(settings):
+    settings.CHAT_LIMITS = {"RATE_LIMIT_MESSAGES": 1, "RATE_LIMIT_WINDOW": 60}
+    chat, alice = await _room()
+    await _send(chat, alice, {"client_id": "c1", "text": "one"})
+    seq = await _next_seq(chat)
+    with pytest.raises(RateLimited):
+        await _send(chat, alice, {"client_id": "c2", "text": "two"})
+    await database_sync_to_async(chat.end)(by=alice)
+    seq = await _next_seq(chat)
+    settings.CHAT_LIMITS = {}
+    with pytest.raises(ConversationEnded):
+        await _send(Chat(chat.conversation), alice, {"client_id": "c3", "text": "three"})
+    assert await _next_seq(chat) == seq
+    assert [text for _seq, text in await _texts(chat)] == ["one"]
+
+
+async def test_a_resent_client_id_is_answered_with_the_stored_message():
+    chat, alice = await _room()
+    first, _ = await _send(chat, alice, {"client_id": "c1", "text": "hi"})
+    seq = await _next_seq(chat)
+
+    again, on_the_loop = await _send(chat, alice, {"client_id": "c1", "text": "hi"})
+
+    assert not on_the_loop  # the loop's INSERT failed on the unique client id: the ordinary path answers
+    assert (again.pk, again.seq, again.created) == (first.pk, first.seq, False)
+    assert await _next_seq(chat) == seq and len(await _texts(chat)) == 1
+
+
+async def test_premoderated_quoted_and_invalid_sends_take_the_ordinary_path():
+    chat, alice = await _room()
+    bob = await database_sync_to_async(chat.join)("bob")
+    first, _ = await _send(chat, alice, {"client_id": "c1", "text": "hi"})
+
+    quote, on_the_loop = await _send(chat, bob, {"client_id": "c2", "text": "re", "quoted_message_id": str(first.pk)})
+    assert not on_the_loop and quote.quoted_message_id == first.pk
+    assert await chat.save_message_on_loop(bob, {"client_id": "c3", "text": ""}) is None
+    assert await chat.save_message_on_loop(bob, {"client_id": "c4", "attachments": [str(uuid.uuid4())]}) is None
+
+    await database_sync_to_async(Conversation.objects.filter(pk=chat.conversation.pk).update)(
+        premoderation=Conversation.Premoderation.ALL
+    )
+    pending, on_the_loop = await _send(Chat(chat.conversation), bob, {"client_id": "c5", "text": "wait"})
+    assert not on_the_loop and (pending.seq, pending.approval) == (None, Message.Approval.PENDING)
+
+
+async def test_a_send_to_a_room_with_a_bot_records_its_delivery():
+    chat, alice = await _room(bots=["echo"])
+    message, on_the_loop = await _send(chat, alice, {"client_id": "c1", "text": "hi"})
+    assert on_the_loop is ON_LOOP
+    deliveries = await database_sync_to_async(list)(
+        BotDelivery.objects.filter(message_id=message.pk).values_list("bot_name")
+    )
+    assert deliveries == [("echo",)]
+
+
+async def test_a_kept_loop_connection_the_server_ended_loses_no_send(settings):
+    """The loop's connection is kept while healthy (as in daphne); the server ends it between
+    two sends. The send that finds it ended is stored by the ordinary path, the next one by a
+    new loop connection."""
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = None
+    try:
+        chat, alice = await _room()
+        _, first_on_loop = await _send(chat, alice, {"client_id": "c1", "text": "one"})
+        if ON_LOOP:
+            await database_sync_to_async(_end_loop_connections)()
+        _, second_on_loop = await _send(chat, alice, {"client_id": "c2", "text": "two"})
+        _, third_on_loop = await _send(chat, alice, {"client_id": "c3", "text": "three"})
+    finally:
+        settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+        await on_loop.close()
+        await database_sync_to_async(lambda: connection.close())()  # the database thread's, kept meanwhile
+
+    assert (first_on_loop, second_on_loop, third_on_loop) == (ON_LOOP, False, ON_LOOP)
+    texts = await _texts(chat)
+    assert [text for _seq, text in texts] == ["one", "two", "three"]
+    assert [seq for seq, _text in texts] == list(range(texts[0][0], texts[0][0] + 3))
+
+
+def _end_loop_connections() -> None:
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            [on_loop.APPLICATION_NAME],
+        ).fetchone()[0]
+    assert ended == 1
+
+
+async def test_the_room_bots_a_state_tells_only_while_no_seq_was_taken_since():
+    """A bot that joined between the sender's state and its seq must not be missed: the state's
+    bot ids (none) are trusted only if the message's seq is the one the state saw next."""
+    chat, alice = await _room()
+    state = await database_sync_to_async(chat._refresh_participant)(alice, count_since=chat._rate_since())
+    next_seq = state.conversation.next_seq
+    assert chat._bots_known(state, next_seq)[0] is True
+    assert chat._bots_known(state, next_seq + 1) == (False, None)
