@@ -10,12 +10,14 @@ every send takes the ordinary path. Both are tested through the socket's own seq
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import psycopg
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
+from django.utils import timezone
 
 from bots.models import BotDelivery
 from chatroom.postgresql import loop as on_loop
@@ -71,6 +73,26 @@ async def test_a_plain_send_is_stored_and_fanned_out_from_the_loop():
     frame = await layer.receive(inbox)
     assert (frame["type"], frame["seq"]) == ("chat.frame", seq)
     assert '"text":"hi"' in frame["text"].replace(" ", "")
+
+
+async def test_the_sender_read_on_the_loop_is_the_sender_the_orm_reads(monkeypatch):
+    """The loop connection reads timestamps with psycopg's own loader in UTC, as Django reads
+    them, whatever the session's time zone would be: the same instants in the same zone."""
+    if ON_LOOP:  # a server whose sessions start in another zone
+        options = connection.settings_dict["OPTIONS"]
+        monkeypatch.setitem(options, "options", f"{options.get('options', '')} -c TimeZone=Asia/Tokyo")
+    chat, alice = await _room()
+    muted_until = timezone.now() - timedelta(minutes=1)
+    await database_sync_to_async(Participant.objects.filter(pk=alice.pk).update)(muted_until=muted_until)
+
+    message, _ = await _send(chat, alice, {"client_id": "c1", "text": "hi"})
+
+    orm = await database_sync_to_async(Participant.objects.select_related("conversation").get)(pk=alice.pk)
+    sender = message.sender
+    for name in ("joined_at", "muted_until"):
+        assert (getattr(sender, name), getattr(sender, name).utcoffset()) == (getattr(orm, name), timedelta(0))
+    assert sender.conversation.created_at == orm.conversation.created_at
+    assert sender.conversation.created_at.tzinfo == orm.conversation.created_at.tzinfo
 
 
 @pytest.mark.parametrize(
