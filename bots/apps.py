@@ -10,9 +10,8 @@ class BotsConfig(AppConfig):
         # takes over the deliveries Chat hands to bots (outbox + wake-up); it never imports us.
         from conversations import bot_directory, events
 
-        from . import checks  # noqa: F401  registers the settings check
-        from .outbox import enqueue
+        from . import checks, outbox  # noqa: F401  (checks registers the settings check)
         from .registry import installed_bots
 
         bot_directory.register(installed_bots)
-        events.register_bot_sink(enqueue)
+        events.register_bot_sink(outbox.enqueue, planner=outbox)

@@ -11,6 +11,7 @@ Everything here is synchronous ORM code; the worker calls it from threads.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from contextvars import ContextVar
@@ -18,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chatroom import publish
@@ -48,6 +49,10 @@ Status = BotDelivery.Status
 # ---- the sink -----------------------------------------------------------------------------------
 
 
+class NeedsDatabase(Exception):
+    """``plan(no_queries=True)``: deciding this delivery would read the database."""
+
+
 def enqueue(
     payload: dict[str, Any],
     *,
@@ -61,6 +66,27 @@ def enqueue(
     just read the room's active bots and stored the message), spare a query each per bot and
     message; the worker reads the participant again before it runs the delivery
     (``BotWorker._prepare``)."""
+    delivery = plan(payload, bot=bot, message=message, room_bots=room_bots)
+    if delivery is None:
+        return None
+    rows.insert(delivery)  # as .objects.create(), without its compiler (bench/)
+    transaction.on_commit(lambda: written([delivery]))
+    return delivery
+
+
+def plan(
+    payload: dict[str, Any],
+    *,
+    bot: Participant | None = None,
+    message: Message | None = None,
+    room_bots: list[Participant] | None = None,
+    stored_with_it: bool = False,
+    no_queries: bool = False,
+) -> BotDelivery | None:
+    """The delivery ``enqueue`` would record (unsaved), or None if the bot does not get it.
+    ``stored_with_it``: ``message`` is not stored yet but will be by the statement that writes
+    the delivery. ``no_queries``: raise ``NeedsDatabase`` rather than read the database (the
+    caller is on an event loop)."""
     try:
         participant_id = uuid.UUID(str(payload.get("participant_id")))
     except ValueError:
@@ -68,17 +94,23 @@ def enqueue(
         return None
     if bot is not None and bot.pk == participant_id and bot.kind == Participant.Kind.BOT:
         participant = bot
+    elif no_queries:
+        raise NeedsDatabase
     else:
         participant = Participant.objects.filter(pk=participant_id, kind=Participant.Kind.BOT).first()
     if participant is None or not participant.is_active:
         return None
-    spec = registry.get_spec(participant.bot_name)
+    spec = registry.get_spec(participant.bot_name, read_database=not no_queries)
     if spec is None:
+        if no_queries:
+            raise NeedsDatabase  # an admin-installed bot, or none
         logger.warning("bot %r is not installed any more; delivery dropped", participant.bot_name)
         return None
     kind = payload.get("type")
     message_id = None
     if kind == "bot.message":
+        if no_queries and _may_query(payload.get("message") or {}):
+            raise NeedsDatabase
         hop = _message_hop(payload, participant, spec, room_bots)
         message_id = (payload.get("message") or {}).get("id")
         delivery_type = BotDelivery.Type.MESSAGE
@@ -90,10 +122,15 @@ def enqueue(
         return None
     if hop is None:
         return None
-    stored = message is not None and not message._state.adding and str(message.pk) == str(message_id)
-    if message_id and not stored and not Message.objects.filter(pk=message_id).exists():
-        message_id = None
-    delivery = BotDelivery(
+    stored = stored_with_it or (
+        message is not None and not message._state.adding and str(message.pk) == str(message_id)
+    )
+    if message_id and not stored:
+        if no_queries:
+            raise NeedsDatabase
+        if not Message.objects.filter(pk=message_id).exists():
+            message_id = None
+    return BotDelivery(
         participant=participant,
         conversation_id=participant.conversation_id,
         bot_name=participant.bot_name,
@@ -103,14 +140,54 @@ def enqueue(
         hop=hop,
         status=Status.SENT if spec.kind in QUEUED_KINDS else Status.PENDING,
     )
-    rows.insert(delivery)  # as .objects.create(), without its compiler (bench/)
-    if spec.kind in QUEUED_KINDS:
-        from .transports.external import notify_bot
 
-        transaction.on_commit(lambda: notify_bot(spec.name))
-    else:
-        transaction.on_commit(lambda: wake(participant.pk))
-    return delivery
+
+def _may_query(message: dict[str, Any]) -> bool:
+    """Whether ``_message_hop`` may read the database for this message (a quote; a command
+    in a room that may have a manager)."""
+    return bool(message.get("quoted_message_id")) or (
+        bool(conf.manager()) and (message.get("text") or "").lstrip().startswith("/")
+    )
+
+
+def written(deliveries: list[BotDelivery]) -> None:
+    """After the deliveries' commit: wake whoever runs them (a worker, or the external bot's
+    sockets and long polls)."""
+    for delivery in deliveries:
+        if delivery.status == Status.SENT:
+            from .transports.external import notify_bot
+
+            notify_bot(delivery.bot_name)
+        else:
+            wake(delivery.participant_id)
+
+
+def insert_sql(deliveries: list[BotDelivery], seq_sql: str, condition: str) -> tuple[str, list[Any]]:
+    """An ``INSERT`` of planned ``deliveries`` of one message for a statement that stores the
+    message too (a CTE's body, PostgreSQL): each payload's message gets the seq ``seq_sql``
+    (an expression of that statement), and rows are written only where ``condition`` holds.
+    Parameters: each delivery's values, in order, then ``condition``'s."""
+    fields, _sql = rows.insert_statement(BotDelivery, "postgresql")
+    params = [f.get_db_prep_save(f.pre_save(d, True), connection) for d in deliveries for f in fields]
+    return _insert_sql(len(deliveries), seq_sql, condition), params
+
+
+@functools.cache
+def _insert_sql(count: int, seq_sql: str, condition: str) -> str:
+    fields, _sql = rows.insert_statement(BotDelivery, "postgresql")
+    payload = BotDelivery._meta.get_field("payload")
+    casts = []
+    for field in fields:
+        cast = f"CAST(%s AS {field.db_type(connection)})"
+        if field is payload:
+            cast = f"jsonb_set({cast}, '{{message,seq}}', to_jsonb({seq_sql}))"
+        casts.append(cast)
+    one = f"SELECT {', '.join(casts)}"
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    return (
+        f"INSERT INTO {BotDelivery._meta.db_table} ({columns})"
+        f" SELECT * FROM ({' UNION ALL '.join([one] * count)}) AS planned WHERE {condition} RETURNING 1"
+    )
 
 
 def _message_hop(

@@ -145,13 +145,15 @@ def bot_specs() -> dict[str, BotSpec]:
     return {**_admin_specs(), **_settings_specs(), **_local}
 
 
-def get_spec(name: str) -> BotSpec | None:
+def get_spec(name: str, *, read_database: bool = True) -> BotSpec | None:
+    """The spec of an installed bot, or None. ``read_database=False``: a bot installed in the
+    admin (a ``Bot`` row) is not looked up, and gives None too."""
     if name in _local:
         return _local[name]
     settings_specs = _settings_specs()
     if name in settings_specs:
         return settings_specs[name]
-    return _admin_specs().get(name)
+    return _admin_specs().get(name) if read_database else None
 
 
 def installed_bots() -> dict[str, BotInfo]:

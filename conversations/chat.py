@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -113,8 +114,9 @@ def clean_nickname(nickname: str | None) -> str:
 
 
 class Chat(ModerationMixin):
-    """Controller of one conversation. Cheap to build; its one cache, the room's bots as its
-    last send found them, is checked against the database at every send (``_room_bots_for``).
+    """Controller of one conversation. Cheap to build; its caches, the room's bots as its last
+    send found them and the sender as it was then, are checked against the database at every
+    send (``_room_bots_for``, ``_planned_deliveries``).
 
     Moderation (hide, approve, mute, kick, ban, reports, ...) lives in ``moderation.py``."""
 
@@ -122,6 +124,7 @@ class Chat(ModerationMixin):
         self.conversation = conversation
         self.limits = limits or get_limits()
         self._room_bots: tuple[tuple[Any, str], list[Participant]] | None = None
+        self._last_sender: Participant | None = None  # as the last send on the loop read it
 
     # ---- lookup and creation ---------------------------------------------------------------
 
@@ -343,20 +346,70 @@ class Chat(ModerationMixin):
         except ChatError:
             return None
         message = self._new_numbered(participant, data)
+        self._as_stored(message, [])
+        planned = self._planned_deliveries(participant, message)
         sql, params = send_sql.state_and_insert_statement(
-            participant.pk, self._rate_since(), timezone.now(), self.limits["RATE_LIMIT_MESSAGES"], message
+            participant.pk,
+            self._rate_since(),
+            timezone.now(),
+            self.limits["RATE_LIMIT_MESSAGES"],
+            message,
+            planned.also if planned is not None else None,
         )
         fresh, seq = send_sql.state_and_seq(await on_loop.fetchone(sql, params))
         if fresh is None or seq is None:
             return None
         message.seq, message.sender = seq, self._refreshed(fresh)
         message._state.adding, message._state.db = False, connection.alias
-        self._as_stored(message, [])
+        self._last_sender = fresh
         no_bots, bot_ids = self._bots_known(fresh, seq)
         events.message_created(message)  # committed: the statement ran in autocommit
-        if not no_bots:
+        if planned is not None and bot_ids == planned.bot_ids and fresh.name == planned.sender_name:
+            # The room's bots and the sender's name were the planned ones: the statement wrote
+            # the deliveries (the same test, in its condition).
+            events.bot_planner().written(planned.deliveries)
+        elif not no_bots:
             await database_sync_to_async(self._to_room_bots)(message, bot_ids)
         return message
+
+    def _planned_deliveries(self, participant: Participant, message: Message) -> _Plan | None:
+        """The deliveries of ``message`` to the room's bots as this Chat saw them at its last
+        send, planned before it is stored, for its statement to write (and the ``Also`` that
+        writes them where the room's bots, the seq and the sender's name are the ones planned
+        with: the outbox row commits with the message, and no thread hop or second round trip
+        comes before the bot's wake-up, bench/). None when there is nothing to plan with (no
+        bots seen yet, none but the sender) or a delivery needs the database to decide."""
+        planner, cached = events.bot_planner(), self._room_bots
+        if planner is None or cached is None or cached[0][0] != participant.pk or not cached[0][1]:
+            return None
+        key, bots = cached[0][1], cached[1]
+        last = self._last_sender  # the sender as the last send read it (the socket's may be older)
+        if last is not None and last.pk == participant.pk:
+            message.sender = last
+        deliveries = []
+        for bot in bots:
+            if bot.pk == participant.pk:
+                continue
+            payload = self._bot_payload(message, bot)
+            try:
+                delivery = planner.plan(
+                    payload, bot=bot, message=message, room_bots=bots, stored_with_it=True, no_queries=True
+                )
+            except planner.NeedsDatabase:
+                return None
+            if delivery is not None:
+                deliveries.append(delivery)
+        name = message.sender.name
+        if not deliveries:
+            return _Plan(key, name, deliveries, None)
+        vendor = connection.vendor
+        condition = (
+            "(SELECT has_active_bots FROM state) = %s"
+            f" AND (SELECT seq FROM stored) = (SELECT {sender_state.conversation_column_name(vendor, 'next_seq')}"
+            f" FROM state) AND (SELECT {sender_state.participant_column_name(vendor, 'name')} FROM state) = %s"
+        )
+        sql, params = planner.insert_sql(deliveries, "(SELECT seq FROM stored)", condition)
+        return _Plan(key, name, deliveries, send_sql.Also(f"delivered AS ({sql})", [*params, key, name]))
 
     def deliver_message_to_bot(
         self,
@@ -367,16 +420,19 @@ class Chat(ModerationMixin):
         room_bots: list[Participant] | None = None,
     ) -> None:
         """Hand a message to one bot participant over the channel layer (the bot worker acts)."""
-        payload = {
+        payload = self._bot_payload(message, bot)
+        if extra:
+            payload.update(extra)
+        events.send_to_bots(payload, bot=bot, message=message, room_bots=room_bots)
+
+    def _bot_payload(self, message: Message, bot: Participant) -> dict[str, Any]:
+        return {
             "type": "bot.message",
             "conversation_id": str(self.conversation.pk),
             "participant_id": str(bot.pk),
             "bot": bot.bot_name,
             "message": protocol.message_to_dict(message),
         }
-        if extra:
-            payload.update(extra)
-        events.send_to_bots(payload, bot=bot, message=message, room_bots=room_bots)
 
     def deliver_status_to_bot(self, status: Mapping[str, Any], bot: Participant) -> None:
         """Hand a status event (joined, left, ended, typing, ...) to one bot participant."""
@@ -840,6 +896,16 @@ class Chat(ModerationMixin):
                     self.deliver_status_to_bot(status, bot)
 
         transaction.on_commit(send)
+
+
+@dataclass
+class _Plan:
+    """A message's deliveries planned before its statement (``Chat._planned_deliveries``)."""
+
+    bot_ids: str  # the room's other active bots planned with (sender_state.ACTIVE_BOT_IDS_SQL)
+    sender_name: str
+    deliveries: list
+    also: send_sql.Also | None  # their INSERT, None for none
 
 
 def _check_location(payload: Mapping[str, Any]) -> None:

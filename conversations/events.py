@@ -54,11 +54,22 @@ def message_updated(message: Message) -> None:
 #: a worker, ``sink(payload, bot=..., message=...)``. Without one, deliveries go straight to the
 #: channel as before.
 _bot_sink: Callable[..., Any] | None = None
+#: Set beside the sink: plans a message's deliveries before the message is stored, so that
+#: the statement storing it writes them too (``Chat.save_message_on_loop``). It offers
+#: ``plan(payload, bot=, message=, room_bots=, stored_with_it=True, no_queries=True)`` (an
+#: unsaved delivery, None for none, or ``NeedsDatabase``), ``insert_sql(deliveries, seq_sql,
+#: condition)`` and ``written(deliveries)`` for after their commit (bots/outbox.py).
+_bot_planner: Any | None = None
 
 
-def register_bot_sink(sink: Callable[..., Any] | None) -> None:
-    global _bot_sink
-    _bot_sink = sink
+def register_bot_sink(sink: Callable[..., Any] | None, planner: Any | None = None) -> None:
+    global _bot_sink, _bot_planner
+    _bot_sink, _bot_planner = sink, planner
+
+
+def bot_planner() -> Any | None:
+    """The planner registered with the bot sink, if any (see ``_bot_planner``)."""
+    return _bot_planner
 
 
 def send_to_bots(

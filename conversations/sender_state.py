@@ -82,6 +82,13 @@ def participant_column_name(vendor: str, field: str) -> str:
     return _columns(vendor).names[fields.index(Participant._meta.get_field(field))]
 
 
+def conversation_column_name(vendor: str, field: str) -> str:
+    """The name of the conversation's column in an ``aliased`` select."""
+    fields = list(Conversation._meta.concrete_fields)
+    start = len(Participant._meta.concrete_fields)
+    return _columns(vendor).names[start + fields.index(Conversation._meta.get_field(field))]
+
+
 def select_params(participant_id, rate_since: datetime, *extra: Any) -> list[Any]:
     """``select_sql``'s parameters; ``extra`` are those of its ``extra`` columns."""
     conn = connections[DEFAULT_DB_ALIAS]

@@ -669,14 +669,15 @@ def test_events_are_sent_only_after_commit(make_chat, django_capture_on_commit_c
 def handed_to_bots():
     """Every delivery Chat hands to the bots side (``events.send_to_bots``), in order.
 
-    Recorded through the sink hook the bots app itself registers; the previous sink (the bots
-    app's outbox) is put back afterwards.
+    Recorded through the sink hook the bots app itself registers (with no planner: every
+    delivery goes through the sink); the previous sink and planner (the bots app's outbox) are
+    put back afterwards.
     """
     deliveries: list[dict] = []
-    previous = events_module._bot_sink
+    previous = events_module._bot_sink, events_module.bot_planner()
     events_module.register_bot_sink(lambda payload, **known: deliveries.append(payload))
     yield deliveries
-    events_module.register_bot_sink(previous)
+    events_module.register_bot_sink(previous[0], planner=previous[1])
 
 
 def test_a_message_is_delivered_to_the_bots_after_commit(bots, handed_to_bots, django_capture_on_commit_callbacks):

@@ -218,3 +218,111 @@ async def test_the_room_bots_a_state_tells_only_while_no_seq_was_taken_since():
     next_seq = state.conversation.next_seq
     assert chat._bots_known(state, next_seq)[0] is True
     assert chat._bots_known(state, next_seq + 1) == (False, None)
+
+
+EVERYONE_S_BOTS = {
+    "echo": {"class": "bots.builtin.echo.EchoBot", "description": "Repeats.", "trigger": "all"},
+    "parrot": {"class": "bots.builtin.echo.EchoBot", "description": "Repeats too.", "trigger": "all"},
+}
+
+
+@pytest.fixture
+def everyone_s_bots(settings):
+    settings.CHAT_INSTALLED_BOTS = EVERYONE_S_BOTS
+    settings.CHAT_BOT_MANAGER = None
+
+
+@database_sync_to_async
+def _deliveries(message: Message) -> list[tuple[str, int, dict]]:
+    rows = BotDelivery.objects.filter(message_id=message.pk).order_by("bot_name")
+    return [(d.bot_name, d.payload["message"]["seq"], d.payload["message"]["sender"]) for d in rows]
+
+
+def _after_commit_deliveries(monkeypatch, chat: Chat) -> list[int]:
+    """The seqs of the messages whose deliveries the fan-out wrote after their commit."""
+    seqs: list[int] = []
+    to_room_bots = chat._to_room_bots
+
+    def spy(message, bot_ids):
+        seqs.append(message.seq)
+        to_room_bots(message, bot_ids)
+
+    monkeypatch.setattr(chat, "_to_room_bots", spy)
+    return seqs
+
+
+async def test_a_socket_s_later_sends_write_their_deliveries_in_their_own_statement(everyone_s_bots, monkeypatch):
+    """The first send finds the room's bots after its commit; the next ones plan their
+    deliveries with them, and the send's statement writes them with the message (PostgreSQL)."""
+    chat, alice = await _room(bots=["echo"])
+    after_commit = _after_commit_deliveries(monkeypatch, chat)
+
+    first, _ = await _send(chat, alice, {"client_id": "c1", "text": "one"})
+    second, _ = await _send(chat, alice, {"client_id": "c2", "text": "two"})
+    third, _ = await _send(chat, alice, {"client_id": "c3", "text": "three"})
+
+    sender = {"id": str(alice.pk), "name": "alice", "kind": "human"}
+    for message in (first, second, third):
+        assert await _deliveries(message) == [("echo", message.seq, sender)]
+    assert after_commit == ([first.seq] if ON_LOOP else [first.seq, second.seq, third.seq])
+
+
+async def test_a_bot_that_joined_since_the_plan_still_gets_the_message(everyone_s_bots, monkeypatch):
+    chat, alice = await _room(bots=["echo"])
+    await _send(chat, alice, {"client_id": "c1", "text": "one"})
+    await database_sync_to_async(Chat(chat.conversation).add_bot)("parrot")  # another process
+    after_commit = _after_commit_deliveries(monkeypatch, chat)
+
+    message, _ = await _send(chat, alice, {"client_id": "c2", "text": "two"})
+
+    sender = {"id": str(alice.pk), "name": "alice", "kind": "human"}
+    assert await _deliveries(message) == [("echo", message.seq, sender), ("parrot", message.seq, sender)]
+    assert after_commit == [message.seq]  # the plan had one bot: the statement wrote nothing of it
+    again, _ = await _send(chat, alice, {"client_id": "c3", "text": "three"})
+    assert [bot for bot, _seq, _sender in await _deliveries(again)] == ["echo", "parrot"]
+
+
+async def test_a_sender_renamed_since_the_plan_is_delivered_by_their_new_name(everyone_s_bots, monkeypatch):
+    chat, alice = await _room(bots=["echo"])
+    await _send(chat, alice, {"client_id": "c1", "text": "one"})
+    await database_sync_to_async(Participant.objects.filter(pk=alice.pk).update)(name="alicia")
+    after_commit = _after_commit_deliveries(monkeypatch, chat)
+
+    message, _ = await _send(chat, alice, {"client_id": "c2", "text": "two"})
+
+    assert message.sender.name == "alicia"
+    later, _ = await _send(chat, alice, {"client_id": "c3", "text": "three"})  # planned as "alicia"
+    assert after_commit == ([message.seq] if ON_LOOP else [message.seq, later.seq])
+    assert [sender["name"] for _bot, _seq, sender in await _deliveries(later)] == ["alicia"]
+    assert await _deliveries(message) == [
+        ("echo", message.seq, {"id": str(alice.pk), "name": "alicia", "kind": "human"})
+    ]
+
+
+async def test_a_refused_send_writes_no_planned_delivery(everyone_s_bots):
+    chat, alice = await _room(bots=["echo"])
+    await _send(chat, alice, {"client_id": "c1", "text": "one"})
+    await database_sync_to_async(Participant.objects.filter(pk=alice.pk).update)(
+        muted_until=timezone.now() + timedelta(minutes=5)
+    )
+    with pytest.raises(Muted):
+        await _send(chat, alice, {"client_id": "c2", "text": "two"})
+    assert await database_sync_to_async(BotDelivery.objects.count)() == 1
+
+
+async def test_deliveries_that_need_the_database_to_decide_are_written_after_the_commit(everyone_s_bots, monkeypatch):
+    """A bot installed in the admin (its spec is a row) and a command in a room with a manager
+    cannot be planned on the event loop: the fan-out writes their deliveries after the commit."""
+    from bots.models import Bot
+
+    await database_sync_to_async(Bot.objects.create)(
+        name="keeper", class_path="bots.builtin.echo.EchoBot", trigger=Bot.Trigger.ALL
+    )
+    chat, alice = await _room(bots=["keeper"])
+    await _send(chat, alice, {"client_id": "c1", "text": "one"})
+    after_commit = _after_commit_deliveries(monkeypatch, chat)
+
+    message, _ = await _send(chat, alice, {"client_id": "c2", "text": "two"})
+
+    assert [bot for bot, _seq, _sender in await _deliveries(message)] == ["keeper"]
+    assert after_commit == [message.seq]
