@@ -19,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -402,13 +403,7 @@ class Chat(ModerationMixin):
         name = message.sender.name
         if not deliveries:
             return _Plan(key, name, deliveries, None)
-        vendor = connection.vendor
-        condition = (
-            "(SELECT has_active_bots FROM state) = %s"
-            f" AND (SELECT seq FROM stored) = (SELECT {sender_state.conversation_column_name(vendor, 'next_seq')}"
-            f" FROM state) AND (SELECT {sender_state.participant_column_name(vendor, 'name')} FROM state) = %s"
-        )
-        sql, params = planner.insert_sql(deliveries, "(SELECT seq FROM stored)", condition)
+        sql, params = planner.insert_sql(deliveries, "(SELECT seq FROM stored)", _planned_condition(connection.vendor))
         return _Plan(key, name, deliveries, send_sql.Also(f"delivered AS ({sql})", [*params, key, name]))
 
     def deliver_message_to_bot(
@@ -896,6 +891,19 @@ class Chat(ModerationMixin):
                     self.deliver_status_to_bot(status, bot)
 
         transaction.on_commit(send)
+
+
+@cache
+def _planned_condition(vendor: str) -> str:
+    """Where a plan still holds in the send's statement (``state_and_insert``): the room's bot
+    ids and the sender's name are the planned ones (the two parameters), and the message's seq
+    is the one the state saw next (nobody joined or left in between)."""
+    next_seq = sender_state.conversation_column_name(vendor, "next_seq")
+    name = sender_state.participant_column_name(vendor, "name")
+    return (
+        "(SELECT has_active_bots FROM state) = %s"
+        f" AND (SELECT seq FROM stored) = (SELECT {next_seq} FROM state) AND (SELECT {name} FROM state) = %s"
+    )
 
 
 @dataclass
