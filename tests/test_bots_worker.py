@@ -349,6 +349,33 @@ async def test_a_raising_hanging_or_garbage_bot_is_isolated_and_recorded(local_b
     assert "bot raises failed on delivery" in caplog.text
 
 
+LATE = threading.Event()
+
+
+class AnswersLate(Bot):
+    """A synchronous bot that answers once released, after its time-out."""
+
+    def on_message(self, message, context):
+        LATE.wait(60)
+        return f"late: {message.text}"
+
+
+async def test_a_thread_bot_that_answers_after_its_time_out_stores_nothing(local_bots):
+    local_bots("late", AnswersLate, trigger="all", timeout=0.3)
+    chat, alice, bots = await make_room("late")
+    try:
+        async with running_worker() as worker:
+            await say(chat, alice, "hello")
+            await worker.wait_until(all_settled)
+    finally:
+        LATE.set()
+    await asyncio.to_thread(worker._executor.shutdown, True)  # the bot's thread has returned
+    rows = await db(lambda: list(deliveries(bots["late"]).values_list("status", "last_error")))
+    assert rows == [("failed", "timed out after 0.3 s")]
+    assert await db(bot_texts, bots["late"]) == []
+    assert not await db(BotContext.objects.filter(participant=bots["late"]).exists)
+
+
 class Later(Bot):
     """Answers nothing now; speaks when poked (proactive)."""
 
