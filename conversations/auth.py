@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.http.cookie import parse_cookie
 
+from . import socket_reads
 from .errors import Banned, NotParticipant, Unauthenticated
 from .models import Conversation, Participant
 from .tokens import participant_id_from_token, token_matches
@@ -18,12 +19,23 @@ SESSION_KEY = "chat_participants"  # {conversation id: participant id}
 
 
 def participant_from_token(token: str) -> Participant | None:
-    """The participant a token belongs to, or None (unknown or wrong secret)."""
+    """The participant a token belongs to, with its conversation, or None (unknown or wrong
+    secret)."""
     pid = participant_id_from_token(token.strip()) if token else None
     if pid is None:
         return None
-    participant = Participant.objects.select_related("conversation").filter(pk=pid).first()
+    participant = socket_reads.participant(pid)
     if participant is None or not token_matches(token.strip(), participant.token_hash):
+        return None
+    return participant
+
+
+def socket_participant(conversation_id: str, token: str) -> Participant | None:
+    """A socket's handshake in its common case, one statement: a valid token of a participant
+    of this conversation who has not left and is not banned, with its conversation. None for
+    anything else; the caller then takes the way that names the error (``authorize``)."""
+    participant = participant_from_token(token) if token else None
+    if participant is None or str(participant.conversation_id) != conversation_id or not participant.is_active:
         return None
     return participant
 

@@ -21,12 +21,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chatroom.inbox import SocketInbox, text_frame
 
-from . import events, heartbeat, presence, protocol, roster
-from .auth import authorize, session_of_socket
+from . import events, heartbeat, presence, protocol, roster, socket_reads
+from .auth import authorize, session_of_socket, socket_participant
 from .chat import Chat
 from .dispatching import PumpedConsumerMixin
 from .errors import ChatError, NotFound, NotParticipant, RateLimited
-from .models import Conversation
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +216,7 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
                 break
 
     def _newest_seq(self) -> int:
-        return Conversation.objects.values_list("next_seq", flat=True).get(pk=self.chat.conversation.pk) - 1
+        return socket_reads.newest_seq(self.chat.conversation.pk)
 
     def _history_page(self, after_seq: int) -> tuple[list[tuple[str, int]], bool]:
         messages, has_more = self.chat.history(after_seq=after_seq, limit=REPLAY_PAGE)
@@ -295,6 +294,9 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _authorize(self, conversation_id: str, token: str):
+        participant = socket_participant(conversation_id, token)
+        if participant is not None:
+            return Chat(participant.conversation), participant
         chat = Chat.get_chat(conversation_id)
         if chat is None:
             raise NotFound("no such conversation")

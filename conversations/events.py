@@ -15,6 +15,7 @@ from chatroom import publish
 
 from . import presence, protocol
 from .models import Message, Participant
+from .room_bots import people as room_people
 
 #: Channel the bot worker consumes (``bots`` subscribes here; see bots/worker.py).
 BOT_CHANNEL = "bots"
@@ -93,7 +94,7 @@ def send_to_bots(
 def participants_frame(conversation_id) -> dict[str, Any]:
     """Everyone in the room (not left, not banned), each with an ``online`` flag."""
     online = presence.store().online(conversation_id)
-    people = Participant.objects.filter(conversation_id=conversation_id, left_at__isnull=True, banned=False)
+    people = room_people(conversation_id)
     return {
         "type": "participants",
         "participants": [protocol.participant_to_dict(p, online=p.is_bot or str(p.pk) in online) for p in people],

@@ -1,4 +1,5 @@
-"""A room's active bots, read for every message to a room with bots (its bot deliveries).
+"""A room's active bots, read for every message to a room with bots (its bot deliveries), and
+everyone in it, read for every ``participants`` frame (each socket that comes or goes).
 
 Built by the ORM the query cost ~0.4 ms of Python per message on the machines here (bench/);
 its SQL never changes, so it is written once and its rows are converted as the ORM would
@@ -16,11 +17,12 @@ from .rows import Columns, column, hot_cursor
 
 
 @cache
-def _statement(vendor: str) -> tuple[Columns, str]:
+def _statement(vendor: str, bots_only: bool = True) -> tuple[Columns, str]:
     columns = Columns(Participant)
+    kind = f" AND {column(Participant, 'kind')} = %s" if bots_only else ""
     sql = (
         f"SELECT {columns.sql} FROM {Participant._meta.db_table}"
-        f" WHERE {column(Participant, 'conversation')} = %s AND {column(Participant, 'kind')} = %s"
+        f" WHERE {column(Participant, 'conversation')} = %s{kind}"
         f" AND {column(Participant, 'left_at')} IS NULL AND NOT {column(Participant, 'banned')}"
         f" ORDER BY {column(Participant, 'joined_at')}, {column(Participant, 'id')}"
     )
@@ -29,8 +31,19 @@ def _statement(vendor: str) -> tuple[Columns, str]:
 
 def active(conversation_id) -> list[Participant]:
     """The bots of a conversation that have not left and are not banned, oldest first."""
-    columns, sql = _statement(connection.vendor)
-    params = [Participant._meta.pk.get_db_prep_value(conversation_id, connection), Participant.Kind.BOT]
+    return _read(conversation_id, bots_only=True)
+
+
+def people(conversation_id) -> list[Participant]:
+    """Everyone in a conversation who has not left and is not banned, oldest first."""
+    return _read(conversation_id, bots_only=False)
+
+
+def _read(conversation_id, *, bots_only: bool) -> list[Participant]:
+    columns, sql = _statement(connection.vendor, bots_only)
+    params = [Participant._meta.pk.get_db_prep_value(conversation_id, connection)]
+    if bots_only:
+        params.append(Participant.Kind.BOT)
     with hot_cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

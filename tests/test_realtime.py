@@ -299,6 +299,7 @@ async def test_close_codes_for_missing_wrong_and_foreign_tokens(daphne):
         (room.id, None, 4401, "unauthenticated"),
         (room.id, "not-a-token", 4401, "unauthenticated"),
         (room.id, uuid.uuid4().hex + ".secret", 4401, "unauthenticated"),
+        (room.id, room.tokens["alice"].split(".")[0] + ".wrong-secret", 4401, "unauthenticated"),
         (room.id, other.tokens["mallory"], 4403, "not_participant"),
         (str(uuid.uuid4()), room.tokens["alice"], 4404, "not_found"),
         ("not-a-uuid", room.tokens["alice"], 4404, "not_found"),

@@ -1,7 +1,8 @@
 """The precompiled reads and writes (conversations/rows.py): a sender's state
-(conversations/sender_state.py), a room's bots (conversations/room_bots.py), a bot delivery's
-participant and Context (bots/delivery.py) and a delivery's insert are exactly what the ORM
-reads and writes, converted the same way, on whichever database the suite runs."""
+(conversations/sender_state.py), a room's bots (conversations/room_bots.py), what a socket
+reads when it connects (conversations/socket_reads.py), a bot delivery's participant and
+Context (bots/delivery.py) and a delivery's insert are exactly what the ORM reads and writes,
+converted the same way, on whichever database the suite runs."""
 
 from __future__ import annotations
 
@@ -99,6 +100,46 @@ def test_a_rooms_active_bots_match_the_orm_in_joining_order(make_chat):
             assert getattr(mine, field.attname) == getattr(theirs, field.attname), field.name
         assert not mine._state.adding
     assert room_bots.active(uuid.uuid4()) == []
+
+
+def test_a_sockets_reads_match_the_orm(make_chat):
+    """The participant behind a token with its conversation, the newest seq and the people of
+    the participants frame: the ORM's rows, field by field, in joining order."""
+    from conversations import room_bots, socket_reads
+
+    chat, owner = make_chat(bots=["echo"])
+    bob, gone, banned = chat.join("bob"), chat.join("gone"), chat.join("banned")
+    Participant.objects.filter(pk=bob.pk).update(muted_until=timezone.now() + timedelta(minutes=5), last_read_seq=2)
+    Participant.objects.filter(pk=gone.pk).update(left_at=timezone.now())
+    Participant.objects.filter(pk=banned.pk).update(banned=True)
+    Conversation.objects.filter(pk=chat.conversation.pk).update(premoderation="bots", join_policy="invite")
+    chat.save_message(owner, {"client_id": "c1", "text": "hi"})
+    _, _other_room_owner = make_chat("Other", bots=["echo"])
+
+    def same(mine, theirs, model):
+        for field in model._meta.concrete_fields:
+            assert getattr(mine, field.attname) == getattr(theirs, field.attname), field.name
+        assert not mine._state.adding
+
+    for person in (owner, bob, gone, banned):
+        loaded = socket_reads.participant(person.pk)
+        orm = Participant.objects.select_related("conversation").get(pk=person.pk)
+        same(loaded, orm, Participant)
+        same(loaded.conversation, orm.conversation, Conversation)
+    assert socket_reads.participant(uuid.uuid4()) is None
+
+    conversation = Conversation.objects.get(pk=chat.conversation.pk)
+    assert socket_reads.newest_seq(conversation.pk) == conversation.next_seq - 1 > 0
+    with pytest.raises(Conversation.DoesNotExist):
+        socket_reads.newest_seq(uuid.uuid4())
+
+    people = room_bots.people(chat.conversation.pk)
+    present = Participant.objects.filter(conversation=chat.conversation, left_at=None, banned=False)
+    orm = list(present.order_by("joined_at", "id"))
+    assert [p.pk for p in people] == [p.pk for p in orm] and len(orm) == 3  # the owner, the bot, bob
+    for mine, theirs in zip(people, orm, strict=True):
+        same(mine, theirs, Participant)
+    assert room_bots.people(uuid.uuid4()) == []
 
 
 def test_an_insert_stores_what_create_would(make_chat):
