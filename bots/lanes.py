@@ -48,6 +48,7 @@ class _SQL:
         d_pk, d_part, d_status = _col(BotDelivery, "id"), _col(BotDelivery, "participant"), _col(BotDelivery, "status")
         available, attempts = _col(BotDelivery, "available_at"), _col(BotDelivery, "attempts")
         columns = ", ".join(f.column for f in BotDelivery._meta.concrete_fields)
+        self.delivery = Columns(BotDelivery)  # a claimed row (``RETURNING {columns}``) read back
         # The oldest pending delivery of a participant: the only one that may run next.
         pending, running = Status.PENDING.value, Status.RUNNING.value  # plain words: no quoting needed
         oldest = f"SELECT MIN({d_pk}) FROM {_DELIVERY} WHERE {d_part} = %s AND {d_status} = '{pending}'"
@@ -195,8 +196,11 @@ def claim_next(participant_id: str, owner: str) -> BotDelivery | None:
     waits for its retry time (it blocks the ones after it: order before speed). Only the
     lane's holder may call this."""
     now = _at(timezone.now())
-    params = [now, owner[:100], _pk(participant_id), now]
-    return next(iter(BotDelivery.objects.raw(_sql().claim, params)), None)
+    sql = _sql()
+    with hot_cursor() as cursor:  # prepared: every delivery of a busy lane runs it
+        cursor.execute(sql.claim, [now, owner[:100], _pk(participant_id), now])
+        row = cursor.fetchone()
+    return None if row is None else sql.delivery.instances(row)[0]
 
 
 def release_if_idle(participant_id: str, owner: str) -> bool:
