@@ -30,11 +30,25 @@ def participant_from_token(token: str) -> Participant | None:
     return participant
 
 
-def socket_participant(conversation_id: str, token: str) -> Participant | None:
-    """A socket's handshake in its common case, one statement: a valid token of a participant
-    of this conversation who has not left and is not banned, with its conversation. None for
-    anything else; the caller then takes the way that names the error (``authorize``)."""
-    participant = participant_from_token(token) if token else None
+def participant_of_session(session: SessionBase, conversation_id: str) -> Participant | None:
+    """The participant of this conversation that a browser session created or joined as,
+    with its conversation, or None."""
+    pid = (session.get(SESSION_KEY) or {}).get(conversation_id)
+    participant = socket_reads.participant(pid) if pid else None
+    if participant is None or str(participant.conversation_id) != conversation_id:
+        return None
+    return participant
+
+
+def socket_participant(conversation_id: str, token: str, session: SessionBase | None = None) -> Participant | None:
+    """A socket's handshake in its common case, one statement (after the session's own read):
+    a valid token, or else the browser's session, of a participant of this conversation who
+    has not left and is not banned, with its conversation. None for anything else; the caller
+    then takes the way that names the error (``authorize``)."""
+    if token:
+        participant = participant_from_token(token)
+    else:
+        participant = participant_of_session(session, conversation_id) if session is not None else None
     if participant is None or str(participant.conversation_id) != conversation_id or not participant.is_active:
         return None
     return participant
@@ -54,11 +68,7 @@ def authorize(conversation: Conversation, token: str, session=None) -> Participa
         if participant is None:
             raise Unauthenticated("invalid token")
     elif session is not None:
-        pid = (session.get(SESSION_KEY) or {}).get(str(conversation.pk))
-        if pid:
-            participant = (
-                Participant.objects.select_related("conversation").filter(pk=pid, conversation=conversation).first()
-            )
+        participant = participant_of_session(session, str(conversation.pk))
     if participant is None:
         raise Unauthenticated("send Authorization: Bearer <participant token>")
     if participant.conversation_id != conversation.pk:

@@ -294,13 +294,14 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _authorize(self, conversation_id: str, token: str):
-        participant = socket_participant(conversation_id, token)
+        session = session_of_socket(self.scope)
+        participant = socket_participant(conversation_id, token, session)
         if participant is not None:
             return Chat(participant.conversation), participant
         chat = Chat.get_chat(conversation_id)
         if chat is None:
             raise NotFound("no such conversation")
-        participant = authorize(chat.conversation, token, session_of_socket(self.scope))
+        participant = authorize(chat.conversation, token, session)
         if participant.left_at is not None:
             raise NotParticipant("you have left this conversation", code="left")
         participant.conversation = chat.conversation  # the same row: hold one copy per socket

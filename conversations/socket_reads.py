@@ -36,15 +36,12 @@ def _seq_statement(vendor: str) -> str:
     return f"SELECT {column(Conversation, 'next_seq')} FROM {table} WHERE {pk} = %s"
 
 
-def _pk(value: uuid.UUID | str) -> object:
-    return Participant._meta.pk.get_db_prep_value(value, connection)
-
-
-def participant(participant_id: uuid.UUID) -> Participant | None:
+def participant(participant_id: uuid.UUID | str) -> Participant | None:
     """A participant with its conversation (``select_related``), or None."""
     columns, sql = _participant_statement(connection.vendor)
+    pk = Participant._meta.pk.get_db_prep_value(participant_id, connection)
     with hot_cursor() as cursor:
-        cursor.execute(sql, [_pk(participant_id)])
+        cursor.execute(sql, [pk])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -57,7 +54,9 @@ def newest_seq(conversation_id: uuid.UUID | str) -> int:
     """The seq of a conversation's newest message (0 for none); ``Conversation.DoesNotExist``
     if it is gone."""
     with hot_cursor() as cursor:
-        cursor.execute(_seq_statement(connection.vendor), [_pk(conversation_id)])
+        cursor.execute(
+            _seq_statement(connection.vendor), [Conversation._meta.pk.get_db_prep_value(conversation_id, connection)]
+        )
         row = cursor.fetchone()
     if row is None:
         raise Conversation.DoesNotExist(f"no conversation {conversation_id}")
