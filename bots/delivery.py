@@ -1,4 +1,5 @@
-"""Synchronous steps of a delivery: load and save a Context, store a bot's replies through Chat.
+"""Steps of a delivery: load and save a Context, store a bot's replies through Chat (synchronous
+ORM code, but for ``save_turn_on_loop``).
 
 Replies go through the one door (``Chat.save_message``; files through ``store_upload``, so
 ChatLimits and content sniffing apply to bots as to people). A reply to a delivery gets the
@@ -16,6 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.utils import timezone
 
+from chatroom.postgresql import loop as on_loop
 from conversations import send_sql
 from conversations.chat import Chat, NotStoredInOneStatement, stores_in_one_statement
 from conversations.models import Attachment, Conversation, Message, Participant
@@ -184,6 +186,21 @@ def save_turn_in_one_statement(
     return True
 
 
+async def save_turn_on_loop(
+    participant: Participant, replies: list[Reply], context: Context, delivery_id: int, *, client_prefix: str
+) -> bool:
+    """``save_turn_in_one_statement``'s turn of one reply, stored by its one statement on the
+    event loop's own connection (``Chat.save_message_on_loop``): no thread hop to end a turn
+    (bench/: the echo round trip). False, with nothing written, when it cannot be (SQLite, no
+    reply or more, files, a quote, a reply the chat does not store at once, a database error):
+    the caller then ends the turn in a thread, which stores or refuses as it always has."""
+    if not on_loop.available() or len(replies) != 1 or replies[0].files:
+        return False
+    also = context_and_finish_with_reply(context, delivery_id)
+    data = _message_data(replies[0], f"{client_prefix}-0", [])
+    return await Chat(participant.conversation).save_message_on_loop(participant, data, also=also) is not None
+
+
 def _context_and_finish_params(context: Context, delivery_id: int) -> list[Any]:
     now = timezone.now()
     data = {**context.to_dict(), "updated_at": now, "created_at": now}
@@ -225,21 +242,23 @@ def save_replies(
                 saved.append(existing)
                 continue
         attachment_ids = [str(_store_file(chat, participant, reply, f).pk) for f in reply.files]
-        message = chat.save_message(
-            participant,
-            {
-                "client_id": client_id,
-                "kind": reply.kind,
-                "text": reply.text,
-                "data": reply.data,
-                "attachments": attachment_ids,
-                "quoted_message_id": reply.quote,
-            },
-        )
+        message = chat.save_message(participant, _message_data(reply, client_id, attachment_ids))
         if message.approval == Message.Approval.PENDING and getattr(message, "created", False):
             outbox.notify_pending(message)
         saved.append(message)
     return saved
+
+
+def _message_data(reply: Reply, client_id: str | None, attachment_ids: list[str]) -> dict[str, Any]:
+    """A reply as ``Chat.save_message`` takes a participant's message."""
+    return {
+        "client_id": client_id,
+        "kind": reply.kind,
+        "text": reply.text,
+        "data": reply.data,
+        "attachments": attachment_ids,
+        "quoted_message_id": reply.quote,
+    }
 
 
 def _store_file(chat: Chat, participant: Participant, reply: Reply, source) -> Attachment:

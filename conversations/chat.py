@@ -329,13 +329,17 @@ class Chat(ModerationMixin):
             raise NotStoredInOneStatement
         return self._numbered(message, self._refreshed(fresh), seq)
 
-    async def save_message_on_loop(self, participant: Participant, message_data: Mapping[str, Any]) -> Message | None:
+    async def save_message_on_loop(
+        self, participant: Participant, message_data: Mapping[str, Any], *, also: send_sql.Also | None = None
+    ) -> Message | None:
         """``save_message``'s common case without leaving the event loop: on PostgreSQL a
         message without attachments or quote, checked, numbered and stored by one statement on
         the loop's own connection (``chatroom.postgresql.loop``), then fanned out; only a room
         with bots takes the database thread, for their deliveries. None when that does not
         apply or stored nothing (refused, premoderated, a resent client id, a database error):
-        the caller then calls ``save_message``, which stores or answers as it always has."""
+        the caller then calls ``save_message``, which stores or answers as it always has.
+        ``also``: the caller's writes, done by the same statement if the message is stored (as
+        under ``stores_in_one_statement``: a bot's turn, ``bots.delivery.save_turn_on_loop``)."""
         if not on_loop.available() or not isinstance(message_data, Mapping) or _ONE_STATEMENT.get() is not None:
             return None
         if message_data.get("attachments") or message_data.get("quoted_message_id") is not None:
@@ -355,7 +359,7 @@ class Chat(ModerationMixin):
             timezone.now(),
             self.limits["RATE_LIMIT_MESSAGES"],
             message,
-            planned.also if planned is not None else None,
+            send_sql.Also.joined(planned.also if planned is not None else None, also),
         )
         fresh, seq = send_sql.state_and_seq(await on_loop.fetchone(sql, params))
         if fresh is None or seq is None:

@@ -75,6 +75,14 @@ class Also:
     sql: str
     params: list[Any] = field(default_factory=list)
 
+    @staticmethod
+    def joined(*parts: Also | None) -> Also | None:
+        """The writes of several callers in one ``Also`` (their CTEs in order); None for none."""
+        present = [part for part in parts if part is not None]
+        if len(present) < 2:
+            return present[0] if present else None
+        return Also(", ".join(part.sql for part in present), [p for part in present for p in part.params])
+
 
 @cache
 def _state_and_insert_sql(vendor: str, also: str = "") -> str:

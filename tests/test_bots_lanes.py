@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from bots import lanes, outbox
@@ -114,6 +115,10 @@ def test_take_and_claim_takes_claims_the_oldest_and_reads_what_it_needs(lane):
         assert participant.conversation.pk == stored.conversation_id
         assert context is None  # no turn has saved one yet
     assert lanes.take_and_claim(lane, "w2", 60) is None  # w1 holds it
+    if connection.vendor == "postgresql":  # its lazy commit was its own: the next ones wait for the WAL
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
 
 
 def test_take_and_claim_reads_a_stored_context(lane):
@@ -150,3 +155,100 @@ def test_take_and_claim_with_nothing_to_run_or_no_participant(lane):
     assert lanes.release_if_idle(lane, "w1")
     Participant.objects.filter(pk=lane).delete()
     assert lanes.take_and_claim(lane, "w1", 60) is None
+
+
+# ---- a worker's step: its common cases on the event loop's own connection ------------------------
+
+
+@pytest.fixture
+def loop_statements(monkeypatch):
+    """Counts the statements run on the loop's own connection; ``broken=True``: each fails as
+    a dropped connection does (None, nothing committed)."""
+    from chatroom.postgresql import loop as on_loop
+
+    real, seen = on_loop.fetchone, {"count": 0, "broken": False}
+
+    async def counted(sql, params, alias="default"):
+        seen["count"] += 1
+        return None if seen["broken"] else await real(sql, params, alias)
+
+    monkeypatch.setattr(on_loop, "fetchone", counted)
+    return seen
+
+
+def _step(worker, participant_id, until=None):
+    from asgiref.sync import async_to_sync
+
+    return async_to_sync(worker._step)(participant_id, until, 60)
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_workers_step_claims_in_order_and_prepares_what_it_read(lane, loop_statements, broken):
+    """On PostgreSQL a lane's take-and-claim and its next claims run on the loop's connection,
+    each read with the participant, its conversation and its Context; SQLite (or a broken loop
+    connection) takes the thread's statements. Either way: the same deliveries in order, the
+    same rows, the lane given up once idle."""
+    from bots import delivery
+    from bots.worker import BotWorker
+
+    loop_statements["broken"] = broken
+    on_loop = connection.vendor == "postgresql"
+    worker = BotWorker(listen=False, owner="w1")
+    until, first, (spec, participant, context) = _step(worker, lane)
+    assert loop_statements["count"] == (1 if on_loop else 0)
+    assert until > timezone.now() and BotLane.objects.get(participant_id=lane).owner == "w1"
+    stored = BotDelivery.objects.get(pk=first.pk)
+    assert (stored.status, stored.attempts, stored.worker) == ("running", 1, "w1")
+    fields = [f.attname for f in BotDelivery._meta.concrete_fields]
+    assert [getattr(first, f) for f in fields] == [getattr(stored, f) for f in fields]
+    echo = Participant.objects.select_related("conversation").get(pk=lane)
+    assert (spec.name, participant.pk, participant.conversation.name) == ("echo", echo.pk, echo.conversation.name)
+    assert participant.conversation.next_seq == echo.conversation.next_seq
+    assert context is None  # no turn saved one yet
+
+    saved = delivery.load_context(echo)
+    saved.misc["seen"] = 1
+    delivery.save_context(saved)
+    outbox.finish(first.pk, BotDelivery.Status.DONE)
+    _, second, (_, _, context) = _step(worker, lane, until)
+    assert texts([first, second]) == ["m0", "m1"]
+    assert context.misc == {"seen": 1} and context.participant_id == lane
+    assert loop_statements["count"] == (2 if on_loop else 0)
+
+    for item in BotDelivery.objects.filter(participant_id=lane, status__in=["pending", "running"]):
+        outbox.finish(item.pk, BotDelivery.Status.DONE)
+    assert _step(worker, lane, until) == (None, None, None)  # nothing to run: given up
+    assert BotLane.objects.get(participant_id=lane).owner == ""
+
+
+def test_a_workers_step_recovers_what_a_dead_holder_left_running(lane, loop_statements, settings):
+    """The loop's statement claims nothing where deliveries were left running; the thread's way
+    recovers them (counted attempts kept) and claims them again in order."""
+    from bots.worker import BotWorker
+
+    lanes.take(lane, "dead", 60)
+    running = lanes.claim_next(lane, "dead")
+    BotLane.objects.filter(participant_id=lane).update(lease_until=timezone.now() - timedelta(seconds=1))
+    _, item, prepared = _step(BotWorker(listen=False, owner="w1"), lane)
+    assert item.pk == running.pk and prepared is not None
+    stored = BotDelivery.objects.get(pk=running.pk)
+    assert (stored.status, stored.attempts, stored.worker) == ("running", 2, "w1")
+
+
+def test_a_workers_step_leaves_a_lane_another_worker_holds(lane, loop_statements):
+    from bots.worker import BotWorker
+
+    lanes.take(lane, "w2", 60)
+    assert _step(BotWorker(listen=False, owner="w1"), lane) == (None, None, None)
+    assert BotLane.objects.get(participant_id=lane).owner == "w2"
+    assert not BotDelivery.objects.filter(participant_id=lane, status="running").exists()
+
+
+def test_a_workers_step_skips_a_delivery_to_a_bot_that_left(lane, loop_statements):
+    """What needs the database (a participant gone) is ``_prepare``'s, in a thread."""
+    from bots.worker import BotWorker
+
+    Participant.objects.filter(pk=lane).update(left_at=timezone.now())
+    _, item, prepared = _step(BotWorker(listen=False, owner="w1"), lane)
+    assert prepared[2] is None and not prepared[1].is_active
+    assert BotDelivery.objects.get(pk=item.pk).status == "skipped"

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from channels.layers import InMemoryChannelLayer
+from django.db import connection
 from django.utils import timezone
 
 from bots import lanes
@@ -176,17 +177,20 @@ async def test_a_lane_step_that_fails_gives_the_lane_up_for_the_sweep(local_bots
     local_bots("rec", Recorder, trigger="all")
     chat, alice, bots = await make_room("rec")
     me = bots["rec"]
-    real, calls = lanes.take_and_claim, []
+    real, real_on_loop, calls = lanes.take_and_claim, lanes.take_and_claim_on_loop, []
 
-    def fails_once(*args):
-        calls.append(args)
-        taken = real(*args)
+    def failing_once(taken):
+        calls.append(taken)
         if len(calls) == 1:
             assert taken is not None  # the lane is ours: the failure must give it up
             raise RuntimeError("the database went away")
         return taken
 
-    monkeypatch.setattr(lanes, "take_and_claim", fails_once)
+    async def on_loop(*args):  # PostgreSQL takes the lane on the loop's connection
+        return failing_once(await real_on_loop(*args))
+
+    monkeypatch.setattr(lanes, "take_and_claim", lambda *args: failing_once(real(*args)))
+    monkeypatch.setattr(lanes, "take_and_claim_on_loop", on_loop)
     async with running_worker() as worker:
         await say(chat, alice, "still there?")
         await worker.wait_until(lambda: deliveries(me, status="done").exists(), within=10)
@@ -248,6 +252,24 @@ async def test_triggers_all_mention_and_auto(local_bots):
 
 class Chatty(Echo):
     accepts_bot_messages = True
+
+
+async def test_a_lane_woken_from_a_database_thread_hands_a_reply_to_the_other_bots(local_bots, settings):
+    """The person's send runs in the thread-sensitive database thread, which wakes the lane.
+    The lane must not inherit that call's context: asgiref would then refuse the lane's own
+    thread-sensitive call, which writes the bot's reply's deliveries to the room's other bots."""
+    from channels.db import database_sync_to_async
+
+    settings.CHAT_BOT_HOP_LIMIT = 2
+    local_bots("ping", Echo, trigger="all")
+    local_bots("pong", Chatty, trigger="all")
+    chat, alice, bots = await make_room("ping", "pong")
+    async with running_worker() as worker:
+        await database_sync_to_async(chat.save_message)(alice, {"text": "go", "client_id": "c-thread"})
+        await worker.wait_until(lambda: deliveries(bots["pong"], status="done").count() == 2 and all_settled())
+    assert await db(bot_texts, bots["ping"]) == ["ping: go"]
+    assert sorted(await db(bot_texts, bots["pong"])) == ["pong: go", "pong: ping: go"]
+    assert not await db(lambda: deliveries(bots["ping"], status="failed").exists())
 
 
 async def test_bot_to_bot_loops_stop_at_the_hop_limit(local_bots, settings):
@@ -538,5 +560,76 @@ def test_stores_in_one_statement_writes_nothing_unless_it_stores_the_message():
     Conversation.objects.filter(pk=bot.conversation_id).update(premoderation=Conversation.Premoderation.ALL)
     attempt("bot-y")  # would wait for approval
     assert list(Message.objects.filter(sender=bot).values_list("text", flat=True)) == ["earlier"]
+    assert not BotContext.objects.filter(participant=bot).exists()
+    assert BotDelivery.objects.get(pk=item.pk).status == "pending"
+
+
+# ---- a turn ended on the event loop's own connection ----------------------------------------------
+
+ON_LOOP = connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def loop_statements(monkeypatch):
+    """The statements run on the loop's own connection (a list of their number)."""
+    from chatroom.postgresql import loop as on_loop
+
+    real, seen = on_loop.fetchone, []
+
+    async def counted(sql, params, alias="default"):
+        seen.append(sql)
+        return await real(sql, params, alias)
+
+    monkeypatch.setattr(on_loop, "fetchone", counted)
+    return seen
+
+
+def _end_turn(item, bot, replies, context):
+    from asgiref.sync import async_to_sync
+
+    from bots.worker import BotWorker
+
+    async_to_sync(BotWorker(listen=False)._end_turn)(item, bot, replies, context)
+
+
+def test_a_turn_of_one_reply_ends_on_the_loop_on_postgresql(loop_statements):
+    """The reply, the Context and the delivery done by one statement on the loop's connection
+    (no thread hop before the reply is out); SQLite ends it in a thread. The same rows."""
+    item, bot, replies, context = _a_pending_turn(["one"])
+    context.misc["turn"] = 1
+    _end_turn(item, bot, replies, context)
+    assert len(loop_statements) == (1 if ON_LOOP else 0)
+    stored = BotContext.objects.get(participant=bot)
+    assert (stored.current_turn_id, stored.requests) == (context.current_turn_id, context.to_dict()["requests"])
+    assert (stored.responses, stored.misc) == (context.to_dict()["responses"], {"turn": 1})
+    reply = Message.objects.get(sender=bot)
+    asked = Message.objects.get(conversation_id=bot.conversation_id, text="hi")
+    assert (reply.text, reply.client_id, reply.seq) == ("one", f"bot-{item.pk}-0", asked.seq + 1)
+    assert BotDelivery.objects.get(pk=item.pk).status == "done"
+
+
+def test_a_turn_ended_twice_on_the_loop_stores_its_reply_once(loop_statements):
+    """A delivery run twice: the loop's statement conflicts on the reply's client id and writes
+    nothing; the thread's turn then finds the reply stored and commits the second Context."""
+    item, bot, replies, context = _a_pending_turn(["one"])
+    _end_turn(item, bot, replies, context)
+    context.misc["again"] = True
+    _end_turn(item, bot, replies, context)
+    assert len(loop_statements) == (2 if ON_LOOP else 0)
+    assert bot_texts(bot) == ["one"]
+    assert BotContext.objects.get(participant=bot).misc == {"again": True}
+    assert BotDelivery.objects.get(pk=item.pk).status == "done"
+
+
+def test_a_refused_reply_on_the_loop_writes_nothing_of_its_turn(loop_statements):
+    """A muted bot: the loop's statement stores and ends nothing; the thread's turn refuses."""
+    from conversations.errors import Muted
+
+    item, bot, replies, context = _a_pending_turn(["one"])
+    Participant.objects.filter(pk=bot.pk).update(muted_until=timezone.now() + timedelta(hours=1))
+    with pytest.raises(Muted):
+        _end_turn(item, bot, replies, context)
+    assert len(loop_statements) == (1 if ON_LOOP else 0)
+    assert bot_texts(bot) == []
     assert not BotContext.objects.filter(participant=bot).exists()
     assert BotDelivery.objects.get(pk=item.pk).status == "pending"
