@@ -12,7 +12,7 @@ The same SQL runs on SQLite (3.35+, for ``RETURNING``) and PostgreSQL (prepared 
 connection: ``conversations.rows.hot_cursor``).
 
 On PostgreSQL a lane is taken and its deliveries claimed, each with what it needs, by one
-statement (``take_and_claim``, ``claim_next_on_loop``) whose commit does not wait for the WAL to
+statement (``take_and_claim``, ``claim_or_release_on_loop``) whose commit does not wait for the WAL to
 reach the disk (``synchronous_commit`` off for that transaction: ~0.2-0.5 ms less per claim
 here, bench/). Only a crash of the database server itself can lose such a commit, and then
 the delivery is pending again with one attempt fewer counted, its lease gone: it runs again,
@@ -104,9 +104,13 @@ class _SQL:
             f" AND EXISTS (SELECT 1 FROM lane WHERE NOT lane.stale) RETURNING {columns})"
             f" SELECT lane.stale, {claimed}, {needs} FROM lane LEFT JOIN claimed ON TRUE{what_it_needs}{lazily}"
         )
-        # PostgreSQL: claim_next, read with what the delivery needs (no row: nothing claimed).
-        self.claim_and_read = (
-            f"WITH claimed AS ({self.claim}) SELECT {claimed}, {needs} FROM claimed{what_it_needs}{lazily}"
+        # PostgreSQL: claim_next, read with what the delivery needs, or, where nothing was
+        # claimed, release_if_idle: one statement, one row saying which (neither: ask again).
+        self.claim_or_release = (
+            f"WITH claimed AS ({self.claim}),"
+            f" released AS ({self.release_if_idle} AND NOT EXISTS (SELECT 1 FROM claimed) RETURNING 1)"
+            f" SELECT EXISTS (SELECT 1 FROM released), {claimed}, {needs}"
+            f" FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE{what_it_needs}{lazily}"
         )
 
 
@@ -202,13 +206,16 @@ async def take_and_claim_on_loop(participant_id: str, owner: str, seconds: float
     return _read(until, row[1:])
 
 
-async def claim_next_on_loop(participant_id: str, owner: str, until: datetime) -> Taken | None:
-    """``claim_next`` on the event loop's own connection, read with what the delivery needs
-    (as ``take_and_claim``). None for nothing claimed or an error: the thread's way then
-    claims again or gives the idle lane up."""
-    now = _at(timezone.now())
-    row = await on_loop.fetchone(_sql().claim_and_read, [now, owner[:100], _pk(participant_id), now])
-    return None if row is None else _read(until, row)
+async def claim_or_release_on_loop(participant_id: str, owner: str, until: datetime) -> Taken | bool | None:
+    """For a lane we hold, on the event loop's own connection: ``claim_next``, read with what
+    the delivery needs (as ``take_and_claim``), or, if nothing can run now, ``release_if_idle``,
+    by one statement. A ``Taken``; True: the lane was given up; None: neither (a delivery
+    became runnable meanwhile, an error), the thread's way then decides."""
+    now, pk, name = _at(timezone.now()), _pk(participant_id), owner[:100]
+    row = await on_loop.fetchone(_sql().claim_or_release, [now, name, pk, now, pk, name, pk, now])
+    if row is None:
+        return None
+    return True if row[0] else _read(until, row[1:])
 
 
 def _read(until: datetime, values) -> Taken | None:

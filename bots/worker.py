@@ -248,17 +248,20 @@ class BotWorker:
 
     async def _step(self, participant_id: str, until: datetime | None, lease: float) -> tuple:
         """``_next``, with its common cases on the event loop's own connection (PostgreSQL):
-        the lane taken and a delivery claimed, or the next one claimed on a lane we hold, each
-        read with what it needs by one statement, and prepared without the database where it
-        needs none. Anything else (a renewal due, nothing to run, deliveries a stopped worker
-        left running, an error) is ``_next``'s in a thread, as before. (bench/: every thread
-        hop of the echo's way costs ~0.4 ms once the process has idled.)"""
+        the lane taken and a delivery claimed, or, on a lane we hold, the next one claimed or
+        the idle lane given up, each by one statement that reads what the delivery needs, then
+        prepared without the database where it needs none. Anything else (a renewal due, the
+        lane taken with nothing to run, deliveries a stopped worker left running, an error) is
+        ``_next``'s in a thread, as before. (bench/: every thread hop of the echo's way costs
+        ~0.4 ms once the process has idled.)"""
         if on_loop.available() and (until is None or not _renewal_due(until, lease)):
             if until is None:
                 taken = await lanes.take_and_claim_on_loop(participant_id, self.owner, lease)
             else:
-                taken = await lanes.claim_next_on_loop(participant_id, self.owner, until)
-            if taken is not None:
+                taken = await lanes.claim_or_release_on_loop(participant_id, self.owner, until)
+                if taken is True:
+                    return None, None, None
+            if isinstance(taken, lanes.Taken):
                 assert taken.item is not None and taken.read is not None
                 prepared = self._prepared_in_memory(taken.item, taken.read)
                 if prepared is None:

@@ -219,6 +219,18 @@ def test_a_workers_step_claims_in_order_and_prepares_what_it_read(lane, loop_sta
         outbox.finish(item.pk, BotDelivery.Status.DONE)
     assert _step(worker, lane, until) == (None, None, None)  # nothing to run: given up
     assert BotLane.objects.get(participant_id=lane).owner == ""
+    assert loop_statements["count"] == (3 if on_loop else 0)  # by the same statement as a claim
+
+
+def test_a_workers_step_gives_the_lane_up_while_its_oldest_waits_for_a_retry(lane, loop_statements):
+    from bots.worker import BotWorker
+
+    worker = BotWorker(listen=False, owner="w1")
+    until, first, _ = _step(worker, lane)
+    outbox.retry_later(first.pk, 60, "webhook said 503")
+    assert _step(worker, lane, until) == (None, None, None)  # order before speed: m1 waits too
+    assert BotLane.objects.get(participant_id=lane).owner == ""
+    assert BotDelivery.objects.filter(participant_id=lane, status="running").count() == 0
 
 
 def test_a_workers_step_recovers_what_a_dead_holder_left_running(lane, loop_statements, settings):
