@@ -12,13 +12,29 @@ Each WebSocket connection's input queue is an ``Inbox`` (chatroom/inbox.py) inst
 Its TCP connections write at once (``eager_tcp_writes``): Twisted buffers every write and sends
 it when the loop next reports the socket writable, which costs each frame two ``epoll_ctl``
 calls and a pass through the loop; asyncio's own transports try the socket first.
+
+What start-up built is frozen out of the garbage collector's reach before serving
+(``freeze_startup_objects``), here and in the bot worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from functools import partial
+
+
+def freeze_startup_objects() -> None:
+    """Move what start-up built (modules, classes, Django's and Twisted's tables: ~120,000
+    objects) to the collector's permanent generation, after collecting start-up's garbage: a
+    full collection then walks only what came later (bench/: 62-80 ms per full collection of
+    the start-up heap here, a pause of every socket and every bot lane of the process). Those
+    objects live as long as the process anyway. ``CHAT_GC_FREEZE=0`` leaves them in."""
+    if os.environ.get("CHAT_GC_FREEZE", "1").lower() in ("0", "false", "no", "off"):
+        return
+    gc.collect()
+    gc.freeze()
 
 
 def use_uvloop() -> bool:
@@ -40,6 +56,11 @@ def server_class():
     from .inbox import SocketInbox
 
     class ChatServer(Server):
+        def run(self) -> None:
+            """daphne's own, once the application is loaded and start-up's objects frozen."""
+            freeze_startup_objects()
+            super().run()
+
         def create_application(self, protocol, scope):
             """daphne's own (4.2), but for the queue's type."""
             assert "application_instance" not in self.connections[protocol]

@@ -7,6 +7,7 @@ import asyncio
 import inspect
 from pathlib import Path
 
+import pytest
 from daphne.server import Server
 
 from chatroom.inbox import SocketInbox
@@ -99,3 +100,34 @@ def test_eager_writes_keep_order_when_the_socket_fills():
         assert server.wait(timeout=20) == 0
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_startup_objects_are_frozen_out_of_the_collectors_reach(monkeypatch, setting):
+    """What start-up built goes to the permanent generation (a full collection no longer
+    walks it), its garbage collected first; ``CHAT_GC_FREEZE=0`` leaves everything in."""
+    import gc
+    import weakref
+
+    from chatroom.serve import freeze_startup_objects
+
+    if setting is not None:
+        monkeypatch.setenv("CHAT_GC_FREEZE", setting)
+
+    class Node:
+        pass
+
+    gc.unfreeze()
+    node = Node()
+    node.me = node  # garbage only a collection finds
+    garbage = weakref.ref(node)
+    del node
+    try:
+        freeze_startup_objects()
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    if setting == "0":
+        assert frozen == 0
+    else:
+        assert frozen > 10_000 and garbage() is None  # collected, not kept for ever

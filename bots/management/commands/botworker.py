@@ -8,7 +8,7 @@ import signal
 from django.core.management.base import BaseCommand
 
 from bots.worker import BotWorker
-from chatroom.serve import use_uvloop
+from chatroom.serve import freeze_startup_objects, use_uvloop
 
 
 class Command(BaseCommand):
@@ -16,6 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         use_uvloop()  # as daphne (chatroom/serve.py): CHAT_UVLOOP=0 keeps asyncio's own loop
+        freeze_startup_objects()  # as daphne: CHAT_GC_FREEZE=0 leaves them in
         asyncio.run(self._run())
 
     async def _run(self) -> None:
