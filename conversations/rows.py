@@ -10,13 +10,15 @@ backend: JSON). ``hot_cursor`` runs such statements prepared where the database 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+import orjson
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorWrapper
-from django.db.models import Model
+from django.db.models import JSONField, Model
 
 
 def hot_cursor() -> CursorWrapper:
@@ -76,10 +78,11 @@ class Columns:
                 (model, [f.attname for f in fields], start, start + len(fields), fields.index(model._meta.pk))
             )
             start += len(fields)
-        # Per field, the converters the ORM's compiler would apply on this connection's vendor.
+        # Per field, the converters the ORM's compiler would apply on this connection's vendor
+        # (a JSON field's own by orjson: ``json_from_db``).
         self.converters = [
             [
-                (converter, field.get_col(model._meta.db_table))
+                (_faster(field, converter), field.get_col(model._meta.db_table))
                 for converter in connection.ops.get_db_converters(field.get_col(model._meta.db_table))
                 + field.get_db_converters(connection)
             ]
@@ -100,3 +103,25 @@ class Columns:
                 chunk.append(value)
             out.append(None if chunk[pk_index] is None else model.from_db(conn.alias, attnames, chunk))
         return out
+
+
+def json_from_db(value: Any, expression: Any, connection: Any) -> Any:
+    """``JSONField.from_db_value`` (no decoder) by orjson, ~2x faster on a bot's Context of 200
+    turns (bench/); what orjson cannot read (an integer past 64 bits) goes to ``json``, and what
+    neither can is returned as it came, as Django's does."""
+    if value is None:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+
+
+def _faster(field: Any, converter: Any) -> Any:
+    """``json_from_db`` in place of a plain JSON field's own converter; any other as it is."""
+    if isinstance(field, JSONField) and field.decoder is None and converter == field.from_db_value:
+        return json_from_db
+    return converter
