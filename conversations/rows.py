@@ -5,7 +5,8 @@ same ``select_related`` query with the ORM cost ~1-2 ms of Python per call on th
 here (bench/). Their SQL never changes, so it is written once; ``Columns`` lists the columns
 of some models for a ``SELECT`` and turns a result row back into model instances with the
 converters the ORM's compiler would apply (SQLite: text to UUID, datetimes, booleans; every
-backend: JSON). ``hot_cursor`` runs such statements prepared where the database can.
+backend: JSON, by orjson: ``json_from_db``, ``json_to_db``). ``hot_cursor`` runs such
+statements prepared where the database can.
 """
 
 from __future__ import annotations
@@ -118,6 +119,29 @@ def json_from_db(value: Any, expression: Any, connection: Any) -> Any:
             return json.loads(value)
         except json.JSONDecodeError:
             return value
+
+
+def json_to_db(value: Any) -> bytes:
+    """A JSON field's value as ``json.dumps`` (Django's JSONField without an encoder) writes
+    it, by orjson, for a parameter of hand-written SQL (``Jsonb(value, dumps=json_to_db)``): a
+    bot's Context of 200 turns in 0.07 ms against 1.1 (bench/). Whatever orjson refuses (an
+    integer past 64 bits, a datetime) goes to ``json``, which writes or refuses it as before.
+    orjson also writes a UUID (as its string) and NaN or an infinity (as null), where ``json``
+    wrote a value PostgreSQL refused."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_AS_JSON)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
+#: ``json.dumps``'s way with keys that are not strings; datetimes, dataclasses and subclasses of
+#: str, int, dict and list left to it too (orjson would write what it refuses, or differently).
+_ORJSON_AS_JSON = (
+    orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def _faster(field: Any, converter: Any) -> Any:

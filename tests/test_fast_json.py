@@ -1,4 +1,4 @@
-"""The hot paths' JSON by orjson (``conversations.rows.json_from_db``, ``bots.delivery.context_json``):
+"""The hot paths' JSON by orjson (``conversations.rows.json_from_db``, ``json_to_db``):
 the same values as Django's JSONField reads and writes with ``json``, and the same refusals."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import uuid
 
 import pytest
 
-from bots.delivery import context_json
-from conversations.rows import json_from_db
+from conversations.rows import json_from_db, json_to_db
 
 VALUES = [
     {"1": {"text": "héllo ✓", "sender": {"id": str(uuid.uuid4())}, "n": 1.5, "none": None, "list": [1, True]}},
@@ -25,17 +24,17 @@ VALUES = [
 def test_reads_and_writes_as_json_does(value):
     text = json.dumps(value)
     assert json_from_db(text, None, None) == json.loads(text)
-    assert json.loads(context_json(value)) == json.loads(text)
+    assert json.loads(json_to_db(value)) == json.loads(text)
 
 
 def test_keys_that_are_not_strings_are_written_as_json_writes_them():
     value = {1: "a", False: "b", None: "c", 2.5: "d"}
-    assert json.loads(context_json(value)) == json.loads(json.dumps(value))
+    assert json.loads(json_to_db(value)) == json.loads(json.dumps(value))
 
 
 def test_what_json_refuses_is_refused():
     with pytest.raises(TypeError):
-        context_json({"when": datetime.datetime.now(datetime.UTC)})
+        json_to_db({"when": datetime.datetime.now(datetime.UTC)})
 
 
 def test_what_neither_reads_comes_back_as_it_came_and_null_stays_none():
