@@ -92,3 +92,27 @@ def local_bots():
     yield install
     for name in names:
         registry.unregister_local(name)
+
+
+class LoopStatements:
+    """The statements run on the event loop's own connection (``chatroom/postgresql/loop.py``):
+    ``count``; ``broken = True`` fails each as a dropped connection does (None, nothing
+    committed)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.broken = False
+
+
+@pytest.fixture
+def loop_statements(monkeypatch) -> LoopStatements:
+    from chatroom.postgresql import loop as on_loop
+
+    real, seen = on_loop.fetchone, LoopStatements()
+
+    async def counted(sql, params, alias="default"):
+        seen.count += 1
+        return None if seen.broken else await real(sql, params, alias)
+
+    monkeypatch.setattr(on_loop, "fetchone", counted)
+    return seen

@@ -160,22 +160,6 @@ def test_take_and_claim_with_nothing_to_run_or_no_participant(lane):
 # ---- a worker's step: its common cases on the event loop's own connection ------------------------
 
 
-@pytest.fixture
-def loop_statements(monkeypatch):
-    """Counts the statements run on the loop's own connection; ``broken=True``: each fails as
-    a dropped connection does (None, nothing committed)."""
-    from chatroom.postgresql import loop as on_loop
-
-    real, seen = on_loop.fetchone, {"count": 0, "broken": False}
-
-    async def counted(sql, params, alias="default"):
-        seen["count"] += 1
-        return None if seen["broken"] else await real(sql, params, alias)
-
-    monkeypatch.setattr(on_loop, "fetchone", counted)
-    return seen
-
-
 def _step(worker, participant_id, until=None):
     from asgiref.sync import async_to_sync
 
@@ -191,11 +175,11 @@ def test_a_workers_step_claims_in_order_and_prepares_what_it_read(lane, loop_sta
     from bots import delivery
     from bots.worker import BotWorker
 
-    loop_statements["broken"] = broken
+    loop_statements.broken = broken
     on_loop = connection.vendor == "postgresql"
     worker = BotWorker(listen=False, owner="w1")
     until, first, (spec, participant, context) = _step(worker, lane)
-    assert loop_statements["count"] == (1 if on_loop else 0)
+    assert loop_statements.count == (1 if on_loop else 0)
     assert until > timezone.now() and BotLane.objects.get(participant_id=lane).owner == "w1"
     stored = BotDelivery.objects.get(pk=first.pk)
     assert (stored.status, stored.attempts, stored.worker) == ("running", 1, "w1")
@@ -213,13 +197,13 @@ def test_a_workers_step_claims_in_order_and_prepares_what_it_read(lane, loop_sta
     _, second, (_, _, context) = _step(worker, lane, until)
     assert texts([first, second]) == ["m0", "m1"]
     assert context.misc == {"seen": 1} and context.participant_id == lane
-    assert loop_statements["count"] == (2 if on_loop else 0)
+    assert loop_statements.count == (2 if on_loop else 0)
 
     for item in BotDelivery.objects.filter(participant_id=lane, status__in=["pending", "running"]):
         outbox.finish(item.pk, BotDelivery.Status.DONE)
     assert _step(worker, lane, until) == (None, None, None)  # nothing to run: given up
     assert BotLane.objects.get(participant_id=lane).owner == ""
-    assert loop_statements["count"] == (3 if on_loop else 0)  # by the same statement as a claim
+    assert loop_statements.count == (3 if on_loop else 0)  # by the same statement as a claim
 
 
 def test_a_workers_step_gives_the_lane_up_while_its_oldest_waits_for_a_retry(lane, loop_statements):

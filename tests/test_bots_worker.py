@@ -569,21 +569,6 @@ def test_stores_in_one_statement_writes_nothing_unless_it_stores_the_message():
 ON_LOOP = connection.vendor == "postgresql"
 
 
-@pytest.fixture
-def loop_statements(monkeypatch):
-    """The statements run on the loop's own connection (a list of their number)."""
-    from chatroom.postgresql import loop as on_loop
-
-    real, seen = on_loop.fetchone, []
-
-    async def counted(sql, params, alias="default"):
-        seen.append(sql)
-        return await real(sql, params, alias)
-
-    monkeypatch.setattr(on_loop, "fetchone", counted)
-    return seen
-
-
 def _end_turn(item, bot, replies, context):
     from asgiref.sync import async_to_sync
 
@@ -598,7 +583,7 @@ def test_a_turn_of_one_reply_ends_on_the_loop_on_postgresql(loop_statements):
     item, bot, replies, context = _a_pending_turn(["one"])
     context.misc["turn"] = 1
     _end_turn(item, bot, replies, context)
-    assert len(loop_statements) == (1 if ON_LOOP else 0)
+    assert loop_statements.count == (1 if ON_LOOP else 0)
     stored = BotContext.objects.get(participant=bot)
     assert (stored.current_turn_id, stored.requests) == (context.current_turn_id, context.to_dict()["requests"])
     assert (stored.responses, stored.misc) == (context.to_dict()["responses"], {"turn": 1})
@@ -615,7 +600,7 @@ def test_a_turn_ended_twice_on_the_loop_stores_its_reply_once(loop_statements):
     _end_turn(item, bot, replies, context)
     context.misc["again"] = True
     _end_turn(item, bot, replies, context)
-    assert len(loop_statements) == (2 if ON_LOOP else 0)
+    assert loop_statements.count == (2 if ON_LOOP else 0)
     assert bot_texts(bot) == ["one"]
     assert BotContext.objects.get(participant=bot).misc == {"again": True}
     assert BotDelivery.objects.get(pk=item.pk).status == "done"
@@ -629,7 +614,7 @@ def test_a_refused_reply_on_the_loop_writes_nothing_of_its_turn(loop_statements)
     Participant.objects.filter(pk=bot.pk).update(muted_until=timezone.now() + timedelta(hours=1))
     with pytest.raises(Muted):
         _end_turn(item, bot, replies, context)
-    assert len(loop_statements) == (1 if ON_LOOP else 0)
+    assert loop_statements.count == (1 if ON_LOOP else 0)
     assert bot_texts(bot) == []
     assert not BotContext.objects.filter(participant=bot).exists()
     assert BotDelivery.objects.get(pk=item.pk).status == "pending"
