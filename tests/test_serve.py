@@ -131,3 +131,93 @@ def test_startup_objects_are_frozen_out_of_the_collectors_reach(monkeypatch, set
         assert frozen == 0
     else:
         assert frozen > 10_000 and garbage() is None  # collected, not kept for ever
+
+
+def _log_helper_calls(module) -> list[tuple[str, int, bool]]:
+    """Each call of ``pformat``, ``hltype`` or ``hlval`` in a module's source: (name, line,
+    whether it is an argument of a ``<something>.log.<level>(...)`` call)."""
+    import ast
+
+    tree = ast.parse(inspect.getsource(module))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id not in ("pformat", "hltype", "hlval"):
+                continue
+            parent, in_log = parents.get(node), False
+            while parent is not None and not isinstance(parent, ast.FunctionDef):
+                func = getattr(parent, "func", None)
+                logger = getattr(func, "value", None)
+                if isinstance(func, ast.Attribute) and isinstance(logger, ast.Attribute) and logger.attr == "log":
+                    in_log = True
+                    break
+                parent = parents.get(parent)
+            found.append((node.func.id, node.lineno, in_log))
+    return found
+
+
+def test_autobahns_helpers_made_lazy_build_nothing_but_log_arguments():
+    """``lazy_debug_arguments`` is safe only while the installed autobahn calls these helpers
+    for log lines alone (and ``Timings.__str__``, which it gives the real ``pformat``)."""
+    import importlib
+
+    from autobahn.websocket.protocol import Timings
+
+    from chatroom.serve import AUTOBAHN_LOGGING_MODULES
+
+    timings_line = inspect.getsourcelines(Timings.__str__)[1]
+    for name in AUTOBAHN_LOGGING_MODULES:
+        module = importlib.import_module(name)
+        calls = _log_helper_calls(module)
+        assert calls, f"{name} calls none of them any more: update chatroom/serve.py"
+        for helper, line, in_log in calls:
+            if name == "autobahn.websocket.protocol" and helper == "pformat" and line == timings_line + 1:
+                continue
+            assert in_log, f"{name}:{line} uses {helper}() outside a log line: update chatroom/serve.py"
+
+
+def test_lazy_debug_arguments_format_only_when_written_and_read_the_same(monkeypatch):
+    import pprint
+
+    from autobahn import util
+    from autobahn.twisted import websocket as twisted_websocket
+    from autobahn.websocket import protocol
+    from twisted.logger import formatEvent
+
+    from chatroom.serve import lazy_debug_arguments
+
+    for module in (protocol, twisted_websocket):  # put back after the test
+        for helper in ("pformat", "hltype", "hlval"):
+            if hasattr(module, helper):
+                monkeypatch.setattr(module, helper, getattr(module, helper))
+    monkeypatch.setattr(protocol.Timings, "__str__", protocol.Timings.__str__)
+
+    formatted = []
+
+    class Option:
+        def __repr__(self) -> str:
+            formatted.append(self)
+            return "Option()"
+
+    def on_connect() -> None:
+        pass
+
+    options = [("openHandshakeTimeout", 5, "WebSocketServerFactory"), Option()]
+    eager = {"attrs": pprint.pformat(options), "func": util.hltype(on_connect), "peer": util.hlval("tcp:1")}
+    formatted.clear()
+
+    lazy_debug_arguments()
+    lazy = {
+        "attrs": protocol.pformat(options),
+        "func": protocol.hltype(on_connect),
+        "peer": twisted_websocket.hlval("tcp:1"),
+    }
+    assert formatted == []  # built for a line nobody writes: nothing formatted
+    text = "{attrs} {func} {peer:>9}"
+    assert formatEvent({"log_format": text, **lazy}) == formatEvent({"log_format": text, **eager})
+    assert formatted  # and formatted when the line is written
+
+    timings = protocol.Timings()
+    timings.track("open")
+    assert type(str(timings)) is str and str(timings) == pprint.pformat(timings._timings)
