@@ -29,3 +29,10 @@ application = embedded_application(
         }
     )
 )
+
+# The URLconf (the views, the API's schemas) imported now rather than by the first request: a
+# process just started answers its first request as fast as the next ones, and start-up's
+# objects frozen out of the collector's reach (chatroom/serve.py) include these.
+from django.urls import get_resolver  # noqa: E402
+
+get_resolver().url_patterns  # noqa: B018

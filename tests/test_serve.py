@@ -221,3 +221,19 @@ def test_lazy_debug_arguments_format_only_when_written_and_read_the_same(monkeyp
     timings = protocol.Timings()
     timings.track("open")
     assert type(str(timings)) is str and str(timings) == pprint.pformat(timings._timings)
+
+
+def test_the_asgi_application_imports_the_urlconf_before_the_first_request():
+    """A process just started answers its first request without importing the views and the
+    API (~0.2 s here; under load, seconds: a first request timed out in a test once)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import chatroom.asgi;"
+        " print(all(m in sys.modules for m in ('chatroom.urls', 'conversations.api', 'conversations.views')))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatroom.settings"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stdout + out.stderr
