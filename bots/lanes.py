@@ -172,12 +172,10 @@ def take_and_claim(participant_id: str, owner: str, seconds: float) -> Taken | N
     if connection.vendor != "postgresql":
         until = take(participant_id, owner, seconds)
         return None if until is None else Taken(until, claim_next(participant_id, owner))
-    now = timezone.now()
-    until = now + timedelta(seconds=seconds)
-    pk, at, name = _pk(participant_id), _at(now), owner[:100]
+    now, until, params = _take_and_claim_params(participant_id, owner, seconds)
     try:
         with hot_cursor() as cursor:
-            cursor.execute(_sql().take_and_claim, [pk, name, _at(until), at, pk, at, name, pk, at])
+            cursor.execute(_sql().take_and_claim, params)
             row = cursor.fetchone()
     except IntegrityError:  # the participant was deleted
         return None
@@ -197,10 +195,8 @@ async def take_and_claim_on_loop(participant_id: str, owner: str, seconds: float
     left running, an error): the caller then takes the thread's way, which tells them apart
     and recovers. (bench/: each database call of a lane was two thread hops, ~0.4 ms each after
     an idle moment, on the echo's way.)"""
-    now = timezone.now()
-    until = now + timedelta(seconds=seconds)
-    pk, at, name = _pk(participant_id), _at(now), owner[:100]
-    row = await on_loop.fetchone(_sql().take_and_claim, [pk, name, _at(until), at, pk, at, name, pk, at])
+    _, until, params = _take_and_claim_params(participant_id, owner, seconds)
+    row = await on_loop.fetchone(_sql().take_and_claim, params)
     if row is None or row[0]:
         return None
     return _read(until, row[1:])
@@ -216,6 +212,14 @@ async def claim_or_release_on_loop(participant_id: str, owner: str, until: datet
     if row is None:
         return None
     return True if row[0] else _read(until, row[1:])
+
+
+def _take_and_claim_params(participant_id: str, owner: str, seconds: float) -> tuple[datetime, datetime, list]:
+    """The time now, the lease's end, and ``take_and_claim``'s parameters (both ways run it)."""
+    now = timezone.now()
+    until = now + timedelta(seconds=seconds)
+    pk, at, name = _pk(participant_id), _at(now), owner[:100]
+    return now, until, [pk, name, _at(until), at, pk, at, name, pk, at]
 
 
 def _read(until: datetime, values) -> Taken | None:
