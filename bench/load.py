@@ -54,6 +54,7 @@ class Stats:
     echoes: int = 0
     latencies: list[float] = field(default_factory=list)
     echo_latencies: list[float] = field(default_factory=list)
+    warm_latencies: list[float] = field(default_factory=list)  # ``Clients.warm``'s echoes
     errors: list[str] = field(default_factory=list)
 
 
@@ -121,6 +122,8 @@ class Clients:
                 message = json.loads(raw)["message"]
                 text = message.get("text") or ""
                 if not text.startswith("BENCH "):
+                    if text.startswith("WARM ") and (message.get("sender") or {}).get("kind") == "bot":
+                        self.stats.warm_latencies.append(now - float(text.split(" ", 2)[1]))
                     continue
                 _, sent_at, sender = text.split(" ", 2)
                 if (message.get("sender") or {}).get("kind") == "bot":
@@ -150,6 +153,24 @@ class Clients:
                 self.stats.sent += 1
             await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
         return time.perf_counter() - start
+
+    async def warm(self, expected_echoes: int, limit: float = 60) -> list[float]:
+        """One message per room from its first socket, not counted as ``BENCH``, and wait for
+        ``expected_echoes`` bot replies to them; their latencies (s). A room's first message
+        to a bot finds it cold (its object built, its Context and lane created), where in
+        use a bot has met its room before anyone writes: its ``joined`` status. The bench's
+        rooms are seeded without one."""
+        self.stats = Stats()
+        firsts = {conn.room: conn for conn in reversed(self.conns)}
+        for conn in firsts.values():
+            text = f"WARM {time.perf_counter():.6f} {conn.key}"
+            await conn.ws.send(self.target.frame(f"w{next(self._ids)}", text))
+        deadline = time.perf_counter() + limit
+        while time.perf_counter() < deadline:
+            if len(self.stats.warm_latencies) >= expected_echoes:
+                break
+            await asyncio.sleep(0.02)
+        return self.stats.warm_latencies
 
     async def drain(self, expected: int, expected_echoes: int = 0, acks: bool = False, limit: float = 20) -> bool:
         """Wait until every expected delivery (and ack, echo) has arrived, or ``limit`` s."""

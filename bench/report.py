@@ -53,6 +53,10 @@ def rows(result: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     echo = _get(ours, "echo", "echo")
     if echo:
         out.append(("human -> echo bot -> humans p50 / p99 / max ms", _triple(echo), None))
+    first = _get(ours, "echo", "first_echo")
+    if first:
+        cold = f"{_fmt(first['p50_ms'])} / {_fmt(first['max_ms'])}"
+        out.append(("a room's first echo (the bot cold) p50 / max ms", cold, None))
     for i, stage in enumerate(_get(ours, "idle", "stages") or _get(base, "idle", "stages") or []):
         idle = [(_get(f, "idle", "stages") or [None] * (i + 1))[i] if f else None for f in (ours, base)]
         conns = stage["connections"]

@@ -243,10 +243,14 @@ async def echo_phase(flavour: Flavour, rooms: list[dict], opts: argparse.Namespa
     await clients.connect(rooms, 2)
     await asyncio.to_thread(servers.wait_idle_cpu, flavour.pids)
     try:
+        warm = await clients.warm(len(rooms) * 2)
+        await asyncio.to_thread(servers.wait_idle_cpu, flavour.pids)
         result = await step(clients, flavour, ECHO_RATE, opts.light_seconds, 2, echo=True)
     finally:
         await clients.close()
-    log("  ours echo:", _brief(result), "echo", result["echo"])
+    result["first_echo"] = {**percentiles(warm), "rooms": len(rooms), "echoes": len(warm)}
+    result["lost"] += len(rooms) * 2 - len(warm)  # a warm-up echo that never came is lost too
+    log("  ours echo:", _brief(result), "echo", result["echo"], "first echo per room", result["first_echo"])
     return result
 
 
