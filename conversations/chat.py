@@ -368,12 +368,15 @@ class Chat(ModerationMixin):
         message._state.adding, message._state.db = False, connection.alias
         self._last_sender = fresh
         no_bots, bot_ids = self._bots_known(fresh, seq)
-        events.message_created(message)  # committed: the statement ran in autocommit
-        if planned is not None and bot_ids == planned.bot_ids and fresh.name == planned.sender_name:
-            # The room's bots and the sender's name were the planned ones: the statement wrote
-            # the deliveries (the same test, in its condition).
+        # Committed: the statement ran in autocommit. The room's bots and the sender's name were
+        # the planned ones: the statement wrote the deliveries (the same test, in its
+        # condition). Their wake-ups leave before the frame is built and published: a bot's
+        # reply waits on its worker, the frame on nothing else (bench/: the echo).
+        written = planned is not None and bot_ids == planned.bot_ids and fresh.name == planned.sender_name
+        if written:
             events.bot_planner().written(planned.deliveries)
-        elif not no_bots:
+        events.message_created(message)
+        if not written and not no_bots:
             await database_sync_to_async(self._to_room_bots)(message, bot_ids)
         return message
 
