@@ -14,7 +14,7 @@ import zoneinfo
 
 import pytest
 from django.db import connection
-from django.db.backends.postgresql.psycopg_any import BaseTzLoader
+from django.db.backends.postgresql.psycopg_any import BaseTzLoader, get_adapters_template
 from django.db.utils import ConnectionHandler
 from psycopg import pq
 from psycopg.postgres import types
@@ -53,6 +53,9 @@ def test_every_cursor_reads_timestamps_aware_in_utc(conversation):
         return
     loader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, pq.Format.TEXT)
     assert not issubclass(loader, BaseTzLoader), "Django's Python loader still reads timestamps"
+    # Django's own adapters, shared by its stock backend's connections, are not changed.
+    django_template = get_adapters_template(True, datetime.UTC)
+    assert issubclass(django_template.get_loader(TIMESTAMPTZ_OID, pq.Format.TEXT), BaseTzLoader)
 
     # A database with a TIME_ZONE of its own: its session is in that zone and Django's loader
     # gives the values in it, the same instants.

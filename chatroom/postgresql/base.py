@@ -28,6 +28,7 @@ samples while sockets connect (bench/). psycopg's gives the same aware datetimes
 from __future__ import annotations
 
 import datetime
+import functools
 import select
 
 from django.conf import settings
@@ -35,10 +36,20 @@ from django.db.backends.postgresql import base
 from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.db.backends.utils import CursorWrapper
 from django.utils.asyncio import async_unsafe
-from psycopg import pq
+from psycopg import adapt, pq
 from psycopg.types.datetime import TimestamptzLoader
 
 _REUSABLE = (pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS)
+
+
+@functools.cache
+def _reading_utc_in_c(template: adapt.AdaptersMap) -> adapt.AdaptersMap:
+    """Django's adapters (its template, cached and shared by every connection of its backend
+    with the same time zone: not changed here) with psycopg's own timestamp loader, the C
+    implementation where psycopg has one, in place of Django's (see the module)."""
+    adapters = adapt.AdaptersMap(template)
+    adapters.register_loader("timestamptz", TimestamptzLoader)
+    return adapters
 
 
 class _PreparingCursor(base.ServerBindingCursor):
@@ -78,9 +89,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def get_connection_params(self) -> dict:
         params = super().get_connection_params()
         if self._utc_by_psycopg:
-            # In place of Django's, in the connection's adapters (see the module); the C
-            # implementation where psycopg has one.
-            params["context"].register_loader("timestamptz", TimestamptzLoader)
+            params["context"] = _reading_utc_in_c(params["context"])
         return params
 
     @async_unsafe
