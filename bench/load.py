@@ -12,6 +12,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -165,22 +166,17 @@ class Clients:
         for conn in firsts.values():
             text = f"WARM {time.perf_counter():.6f} {conn.key}"
             await conn.ws.send(self.target.frame(f"w{next(self._ids)}", text))
-        deadline = time.perf_counter() + limit
-        while time.perf_counter() < deadline:
-            if len(self.stats.warm_latencies) >= expected_echoes:
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: len(self.stats.warm_latencies) >= expected_echoes, limit)
         return self.stats.warm_latencies
 
     async def drain(self, expected: int, expected_echoes: int = 0, acks: bool = False, limit: float = 20) -> bool:
         """Wait until every expected delivery (and ack, echo) has arrived, or ``limit`` s."""
-        deadline = time.perf_counter() + limit
-        while time.perf_counter() < deadline:
+
+        def done() -> bool:
             s = self.stats
-            if s.delivered >= expected and s.echoes >= expected_echoes and (not acks or s.acks >= s.sent):
-                return True
-            await asyncio.sleep(0.02)
-        return False
+            return s.delivered >= expected and s.echoes >= expected_echoes and (not acks or s.acks >= s.sent)
+
+        return await _until(done, limit)
 
     async def close(self) -> None:
         sem = asyncio.Semaphore(CONNECT_CONCURRENCY * 4)
@@ -196,6 +192,17 @@ class Clients:
 
         await asyncio.gather(*(one(c) for c in self.conns))
         self.conns = []
+
+
+async def _until(done: Callable[[], bool], limit: float) -> bool:
+    """Whether ``done()`` came true within ``limit`` s (the readers' counters, looked at every
+    20 ms: the load generator's, not the server's time)."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        if done():
+            return True
+        await asyncio.sleep(0.02)
+    return False
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
