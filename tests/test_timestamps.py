@@ -14,17 +14,15 @@ import zoneinfo
 
 import pytest
 from django.db import connection
+from django.db.backends.postgresql.base import TIMESTAMPTZ_OID  # the OID chatroom/postgresql/base.py reads by
 from django.db.backends.postgresql.psycopg_any import BaseTzLoader, get_adapters_template
 from django.db.utils import ConnectionHandler
 from psycopg import pq
-from psycopg.postgres import types
 
 from conversations import socket_reads
 from conversations.models import Conversation, Participant
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TIMESTAMPTZ_OID = types["timestamptz"].oid
 
 WHEN = datetime.datetime(2026, 3, 29, 0, 59, 58, 123456, tzinfo=datetime.UTC)  # a DST change in Paris
 
