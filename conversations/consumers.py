@@ -75,17 +75,17 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         # The newest seq is read only now, after subscribing: what is older is history (the
         # client resumes from it), what is newer arrives as frames; nothing falls in between.
-        # The same database-thread hop marks the socket online.
-        self.last_seq_sent = await database_sync_to_async(self._came_online)()
-        await self.send_frame(
-            {
-                "type": "welcome",
-                "conversation": protocol.conversation_to_dict(self.chat.conversation),
-                "participant": protocol.participant_to_dict(self.participant),
-                "last_seq": self.last_seq_sent,
-            }
-        )
-        roster.presence_changed(self.chat.conversation.pk)
+        # The same database-thread hop marks the socket online and reads the room for it: the
+        # room's list goes to this socket alone, the others hear of its flag alone (roster.py).
+        self.last_seq_sent, room, online = await database_sync_to_async(self._came_online)()
+        welcome = {
+            "type": "welcome",
+            "conversation": protocol.conversation_to_dict(self.chat.conversation),
+            "participant": protocol.participant_to_dict(self.participant),
+            "last_seq": self.last_seq_sent,
+        }
+        await self.send(text_data=events.with_fields(welcome, room))
+        roster.presence_changed(self.chat.conversation.pk, online.changes, online.version)
         heartbeat.register(self.channel_name, self.chat.conversation.pk, self.participant.pk)
         after = (query.get("after_seq") or [None])[0]
         if after is not None and after.isdigit():
@@ -102,10 +102,11 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
             await database_sync_to_async(self.chat.set_typing)(self.participant, False)
         await self.channel_layer.group_discard(self.group, self.channel_name)
         try:
-            await database_sync_to_async(self._went_offline)()
+            gone = await database_sync_to_async(self._went_offline)()
         except Exception:  # never let a presence hiccup turn a close into a crash
             logger.exception("presence update failed on disconnect")
-        roster.presence_changed(self.chat.conversation.pk)
+            return
+        roster.presence_changed(self.chat.conversation.pk, gone.changes, gone.version)
 
     # ---- client frames --------------------------------------------------------------------
 
@@ -227,28 +228,35 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
     # ---- group events ---------------------------------------------------------------------
 
     def handle_now(self, event: dict[str, Any], inbox: SocketInbox) -> bool:
-        """``chat_frame`` for the common frame, the next by seq while this consumer waits for
-        events, written straight to the socket (``chatroom.inbox.SocketInbox``); anything else
-        (an overtaking frame, a frame "to" someone, other events) returns False and is queued
-        for the handlers, behind nothing. Its UTF-8 and its WebSocket frame are made once per
-        message for every socket of the process (they share the event)."""
+        """``chat_frame`` for the common frames, while this consumer waits for events (nothing
+        queued before them): the next message by seq, and any frame without a seq (presence,
+        typing, read marks) for this socket, written straight to it
+        (``chatroom.inbox.SocketInbox``). Anything else (an overtaking message, other events)
+        returns False and is queued for the handlers, behind nothing. Its UTF-8 and its
+        WebSocket frame are made once per message for every socket of the process (they share
+        the event): a room's presence and typing frames went through Channels' whole send for
+        each socket (bench/: the connect rate in rooms of 100)."""
         if event.get("type") != "chat.frame" or self.chat is None:
             return False
         seq = event.get("seq")
-        if seq is None or seq != self.last_seq_sent + 1:
+        if seq is None:
+            if event.get("to", self.me) != self.me or event.get("not_to") == self.me:
+                return True  # someone else's (events.send_to_participant, events.presence_changed)
+        elif seq != self.last_seq_sent + 1:
             return False
         data, frame = event.get("utf8"), event.get("frame")
         if data is None:  # made once for every socket of the process: they share the event
             data = event["utf8"] = event["text"].encode()
             frame = event["frame"] = text_frame(data)
         inbox.write_text(data, frame)  # a client that has just gone resumes by seq, as after send()
-        self.last_seq_sent = seq
+        if seq is not None:
+            self.last_seq_sent = seq
         return True
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         seq = event.get("seq")
         if seq is None:
-            if event.get("to", self.me) == self.me:
+            if event.get("to", self.me) == self.me and event.get("not_to") != self.me:
                 await self.send(text_data=event["text"])
             return
         if seq <= self.last_seq_sent:
@@ -307,13 +315,16 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
         participant.conversation = chat.conversation  # the same row: hold one copy per socket
         return chat, participant
 
-    def _came_online(self) -> int:
-        """Mark this socket online; return the conversation's newest seq (see connect)."""
-        presence.store().touch(self.chat.conversation.pk, self.participant.pk, self.channel_name)
-        return self._newest_seq()
+    def _came_online(self) -> tuple[int, str, presence.Snapshot]:
+        """Mark this socket online; return the conversation's newest seq (see connect), the
+        room's list for its ``welcome`` (``events.room_fields``) and the presence after its
+        coming."""
+        conversation_id = self.chat.conversation.pk
+        online = presence.store().came(conversation_id, self.participant.pk, self.channel_name)
+        return self._newest_seq(), events.room_fields(conversation_id, online), online
 
-    def _went_offline(self) -> None:
-        presence.store().remove(self.chat.conversation.pk, self.participant.pk, self.channel_name)
+    def _went_offline(self) -> presence.Snapshot:
+        return presence.store().went(self.chat.conversation.pk, self.participant.pk, self.channel_name)
 
     async def _typing_expires(self) -> None:
         await asyncio.sleep(self.chat.limits["TYPING_TTL"])

@@ -13,9 +13,8 @@ from channels.layers import get_channel_layer
 
 from chatroom import publish
 
-from . import presence, protocol
+from . import presence, protocol, room_list
 from .models import Message, Participant
-from .room_bots import people as room_people
 
 #: Channel the bot worker consumes (``bots`` subscribes here; see bots/worker.py).
 BOT_CHANNEL = "bots"
@@ -91,18 +90,48 @@ def send_to_bots(
     publish.send(BOT_CHANNEL, payload, failure=f"{payload.get('type')} to bot {payload.get('participant_id')}")
 
 
-def participants_frame(conversation_id) -> dict[str, Any]:
-    """Everyone in the room (not left, not banned), each with an ``online`` flag."""
-    online = presence.store().online(conversation_id)
-    people = room_people(conversation_id)
-    return {
-        "type": "participants",
-        "participants": [protocol.participant_to_dict(p, online=p.is_bot or str(p.pk) in online) for p in people],
-    }
+def room_fields(conversation_id, snapshot: presence.Snapshot | None = None) -> str:
+    """The room's list with its ``online`` flags and the presence version they are at, as the
+    JSON text of two fields, ``"participants":[...],"presence_version":N``, for a frame to
+    end with (``snapshot``: presence as just read, else read now)."""
+    if snapshot is None:
+        snapshot = presence.store().snapshot(conversation_id)
+    people = room_list.json_text(conversation_id, snapshot.online)
+    return f'"participants":{people},"presence_version":{snapshot.version:d}'
+
+
+def with_fields(frame: dict[str, Any], fields: str) -> str:
+    """The JSON text of ``frame`` with ``fields`` (JSON text of more fields) added at its end."""
+    return f"{protocol.dumps(frame)[:-1]},{fields}}}"
 
 
 def participants_changed(conversation_id) -> None:
-    send_frame(conversation_id, participants_frame(conversation_id))
+    """The room's membership changed (a join, a leave, a kick, a role): everyone gets the list."""
+    if get_channel_layer() is None:
+        return
+    text = with_fields({"type": "participants"}, room_fields(conversation_id))
+    publish.group_send(
+        group_name(conversation_id), {"type": "chat.frame", "text": text}, failure=f"participants of {conversation_id}"
+    )
+
+
+def presence_changed(conversation_id, changes: dict[str, tuple[bool, int]]) -> None:
+    """Sockets came or went: only the flags they turned, each with its presence version
+    (``conversations/presence.py``), not the whole room. A change of one participant skips
+    that participant's sockets: the one that came has it in its ``welcome``, and one that went
+    has none left."""
+    if get_channel_layer() is None:
+        return
+    frame = {
+        "type": "presence",
+        "changes": [
+            {"participant_id": pid, "online": online, "version": version} for pid, (online, version) in changes.items()
+        ],
+    }
+    event = {"type": "chat.frame", "text": protocol.dumps(frame)}
+    if len(changes) == 1:
+        event["not_to"] = next(iter(changes))
+    publish.group_send(group_name(conversation_id), event, failure=f"presence for conversation {conversation_id}")
 
 
 # Frames for one participant travel in the conversation's group with a "to", and every other

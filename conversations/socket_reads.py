@@ -2,7 +2,7 @@
 
 A connect read the conversation, then the participant with its conversation again, then the
 newest seq, and each connect or disconnect rebuilt the room's ``participants`` frame
-(``room_bots.people`` now): four queries the ORM compiled afresh every time, about half of
+(``room_bots.listed`` now, for the socket that connects): four queries the ORM compiled afresh every time, about half of
 daphne's Python time while sockets connect (bench/: the connect rate). Their SQL never
 changes; here it is written once, prepared where the database can, and its rows are
 converted exactly as the ORM would convert them.

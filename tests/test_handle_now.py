@@ -1,6 +1,7 @@
-"""``ConversationConsumer.handle_now``: under chatroom.serve a live frame that is next by seq
-goes straight to the socket while the consumer waits for events; anything else is declined
-and takes the consumer's handlers (``chat_frame``: gap fills, frames "to" someone, closes).
+"""``ConversationConsumer.handle_now``: under chatroom.serve a live frame that is next by seq,
+or has no seq and is for this socket, goes straight to the socket while the consumer waits for
+events, and a frame for someone else is dropped there; anything else is declined and takes the
+consumer's handlers (``chat_frame``: gap fills, closes).
 The sockets here are autobahn's own server protocol on Twisted's ``StringTransport``; the
 ordering is exercised end to end by tests/test_realtime.py on Redis."""
 
@@ -80,13 +81,33 @@ def test_everything_else_is_left_to_the_handlers():
     for event in (
         {"type": "chat.frame", "seq": 4, "text": "sent already (a replay)"},
         {"type": "chat.frame", "seq": 6, "text": "overtook seq 5: a gap to fill first"},
-        {"type": "chat.frame", "text": "for one participant", "to": "p1"},
         {"type": "chat.close", "code": 4403, "to": "p1"},
     ):
         assert not consumer.handle_now(event, inbox)
     unauthorized = ConversationConsumer()
     assert not unauthorized.handle_now({"type": "chat.frame", "seq": 1, "text": "x"}, inbox)
     assert out.value() == b"" and consumer.last_seq_sent == 4
+
+
+def test_frames_without_a_seq_are_written_if_they_are_for_this_socket_and_dropped_if_not():
+    """Presence, typing and read marks (no seq) take the same shared frame; a frame "to"
+    someone else, or about this participant for everyone else ("not_to"), is dropped."""
+    inbox, out = socket_inbox()
+    consumer = consumer_at(4)
+    consumer.me = "me"
+    typing = {"type": "chat.frame", "text": '{"type":"typing"}'}
+    assert consumer.handle_now(typing, inbox) and out.value() == typing["frame"] == text_frame(b'{"type":"typing"}')
+    for elsewhere in (
+        {"type": "chat.frame", "text": '{"type":"presence"}', "not_to": "me"},
+        {"type": "chat.frame", "text": '{"type":"error"}', "to": "you"},
+    ):
+        assert consumer.handle_now(elsewhere, inbox)
+    assert out.value() == typing["frame"]
+    assert consumer.handle_now({"type": "chat.frame", "text": '{"type":"error"}', "to": "me"}, inbox)
+    assert out.value() == typing["frame"] + text_frame(b'{"type":"error"}')
+    assert consumer.last_seq_sent == 4  # frames without a seq move no seq
+    assert consumer.handle_now({"type": "chat.frame", "seq": 5, "text": "next"}, inbox)
+    assert consumer.last_seq_sent == 5
 
 
 def test_a_frame_for_a_socket_that_has_gone_counts_as_sent():

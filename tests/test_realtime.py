@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.live import DaphneServer, limits_env
-from tests.wsclient import Room, Socket
+from tests.wsclient import Room, Socket, turned
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -224,7 +224,7 @@ async def test_bad_frames_get_an_error_and_change_nothing_for_anyone(strict_serv
     # The socket is still open and still works; bob saw only the good message.
     ack = await alice.send_text("still here", "good")
     seen = await frames_until(bob, "message.new", lambda f: f["message"]["id"] == ack["id"])
-    assert [f["type"] for f in seen if f["type"] not in ("participants",)] == ["message.new"]
+    assert [f["type"] for f in seen if f["type"] not in ("participants", "presence")] == ["message.new"]
     history = await room.history("bob", after_seq=0)
     assert [m["text"] for m in history["messages"] if m["kind"] != "system"] == ["still here"]
     await alice.close()
@@ -275,7 +275,7 @@ async def test_a_frame_flood_is_throttled_and_the_socket_survives(strict_server)
         answer = await alice.recv()
         if answer["type"] == "pong":
             break
-        assert answer["type"] in ("error", "participants")
+        assert answer["type"] in ("error", "participants", "presence")
     # bob is unaffected and still hears alice.
     await bob.expect("welcome")
     while True:
@@ -283,7 +283,7 @@ async def test_a_frame_flood_is_throttled_and_the_socket_survives(strict_server)
         answer = await alice.recv()
         if answer["type"] == "message.ack":
             break
-        assert answer.get("code") == "rate_limited" or answer["type"] == "participants"
+        assert answer.get("code") == "rate_limited" or answer["type"] in ("participants", "presence")
     assert (await bob.next_message())["text"] == "calm"
     await alice.close()
     await bob.close()
@@ -346,17 +346,20 @@ async def test_a_client_that_vanishes_stops_typing_and_goes_offline(daphne):
     alice = await room.connect("alice")
     bob = await room.connect("bob")
     bob_id = room.participants["bob"]["id"]
-    online = await alice.expect(
-        "participants", lambda f: any(p["id"] == bob_id and p["online"] for p in f["participants"])
-    )
-    assert {p["name"] for p in online["participants"]} == {"alice", "bob"}
+    room_for_bob = await bob.expect("welcome")  # the room, for the socket that connects
+    assert {p["name"]: p["online"] for p in room_for_bob["participants"]} == {"alice": True, "bob": True}
+    online = await alice.expect("presence")  # the others: bob's flag alone
+    assert [(c["participant_id"], c["online"]) for c in online["changes"]] == [(bob_id, True)]
+    room_for_alice = await alice.expect("welcome")
+    assert {p["name"]: p["online"] for p in room_for_alice["participants"]} == {"alice": True, "bob": False}
+    assert room_for_alice["presence_version"] < online["changes"][0]["version"] == room_for_bob["presence_version"]
 
     await bob.send({"type": "typing", "active": True})
     assert (await alice.expect("typing"))["active"] is True
     await bob.close()
     off = await alice.expect("typing")
     assert (off["participant_id"], off["active"]) == (bob_id, False)
-    await alice.expect("participants", lambda f: any(p["id"] == bob_id and not p["online"] for p in f["participants"]))
+    await alice.expect("presence", turned(bob_id, False))
     await alice.close()
 
 
@@ -369,35 +372,16 @@ async def test_presence_counts_sockets_not_connections(daphne):
     tab1, tab2 = await room.connect("bob"), await room.connect("bob")
     await tab1.expect("welcome")
     await tab2.expect("welcome")
-    await alice.expect("participants", lambda f: any(p["id"] == bob_id and p["online"] for p in f["participants"]))
+    await alice.expect("presence", turned(bob_id, True))
     await tab1.close()
     await tab2.send({"type": "ping"})
     await tab2.expect("pong")  # tab2 is still served after tab1 went
-    # Presence frames are coalesced (conversations/roster.py), so no frame marks the moment
-    # tab1's close was handled: the store's own test (test_presence_store_*) covers that
-    # bob stays online; here the last socket's close must turn him offline.
+    # tab1's close turned no flag (bob is still online: the store's own tests cover when),
+    # so the frame after bob came online is the one that says the last tab went.
     await tab2.close()
-    await alice.expect("participants", lambda f: any(p["id"] == bob_id and not p["online"] for p in f["participants"]))
+    off = await alice.expect("presence", lambda f: any(c["participant_id"] == bob_id for c in f["changes"]))
+    assert [(c["participant_id"], c["online"]) for c in off["changes"]] == [(bob_id, False)]
     await alice.close()
-
-
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-def test_presence_store_counts_sockets(kind):
-    """The store behind the ``online`` flag: online while any socket of the person lives."""
-    from conversations import presence
-
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    store = presence.MemoryPresence() if kind == "memory" else presence.RedisPresence(url)
-    room, bob, carol = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    store.touch(room, bob, "tab-1")
-    store.touch(room, bob, "tab-2")
-    store.touch(room, carol, "tab-3")
-    store.remove(room, bob, "tab-1")
-    assert store.online(room) == {str(bob), str(carol)}
-    store.remove(room, bob, "tab-2")
-    assert store.online(room) == {str(carol)}
-    store.remove(room, carol, "tab-3")
-    assert store.online(room) == set()
 
 
 async def test_read_marks_are_shared_and_stored(daphne):
@@ -468,8 +452,8 @@ async def test_two_daphne_processes_share_one_room_over_redis(start_daphne):
     alice = await room.connect("alice", server=one)
     bob = await room.connect("bob", server=two)
     bob_id, alice_id = room.participants["bob"]["id"], room.participants["alice"]["id"]
-    await alice.expect("participants", lambda f: any(p["id"] == bob_id and p["online"] for p in f["participants"]))
-    await bob.expect("participants", lambda f: any(p["id"] == alice_id and p["online"] for p in f["participants"]))
+    await alice.expect("presence", turned(bob_id, True))  # heard across processes
+    assert any(p["id"] == alice_id and p["online"] for p in (await bob.expect("welcome"))["participants"])
 
     hello = await alice.send_text("hello from one", "x1")
     assert (await bob.next_message())["seq"] == hello["seq"]
@@ -491,7 +475,7 @@ async def test_two_daphne_processes_share_one_room_over_redis(start_daphne):
         assert len({m["seq"] for m in await socket.messages(31)}) == 31  # carol's join + 30
 
     await bob.close()
-    await alice.expect("participants", lambda f: any(p["id"] == bob_id and not p["online"] for p in f["participants"]))
+    await alice.expect("presence", turned(bob_id, False))
     missed = [await alice.send_text(f"while away {i}", f"w{i}") for i in range(5)]
     bob = await room.connect("bob", server=one)  # comes back on the other process
     await bob.send({"type": "resume", "after_seq": missed[0]["seq"] - 1})  # the last one bob saw

@@ -1,26 +1,25 @@
-"""Presence at scale: a burst of sockets coming and going costs the room two ``participants``
-frames (the first change at once, the rest folded into one built after them), not one frame per
-socket; one heartbeat task per process keeps every socket's presence entry fresh."""
+"""Presence at scale: a socket's coming or going sends only the flags it turned (a ``presence``
+frame), the first change at once and the rest of a burst folded into one frame; the room's list
+goes to the socket that connects; one heartbeat task per process keeps every socket's presence
+entry fresh; the store says whose flag an operation turned, at which version, atomically."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
+import time
 import uuid
 
 import pytest
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from conversations import events, presence, roster
-from conversations.chat import Chat
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_burst_of_presence_changes_sends_two_frames_the_last_one_current():
-    chat, (alice,) = await database_sync_to_async(Chat.create)("Roster", "alice", [])
-    conversation_id = chat.conversation.pk
+async def test_a_burst_of_presence_changes_sends_two_frames_the_newest_flags():
+    conversation_id = uuid.uuid4()
     group = events.group_name(conversation_id)
     layer = get_channel_layer()
     listener = await layer.new_channel()
@@ -30,21 +29,67 @@ async def test_a_burst_of_presence_changes_sends_two_frames_the_last_one_current
         async with asyncio.timeout(10):
             return json.loads((await layer.receive(listener))["text"])
 
-    roster.presence_changed(conversation_id)
-    first = await next_frame()
-    assert [p["online"] for p in first["participants"]] == [False]
-
-    await database_sync_to_async(presence.store().touch)(conversation_id, alice.pk, "tab-1")
-    for _ in range(4):  # four more sockets came or went inside the window
-        roster.presence_changed(conversation_id)
-    await roster._running[(asyncio.get_running_loop(), str(conversation_id))]
-    assert not roster._running and not roster._dirty
+    roster.presence_changed(conversation_id, {"alice": True}, 1)
+    assert await next_frame() == {
+        "type": "presence",
+        "changes": [{"participant_id": "alice", "online": True, "version": 1}],
+    }
+    # Inside the window: alice goes and comes back, bob comes; a change of no flag sends nothing.
+    roster.presence_changed(conversation_id, {"alice": False}, 2)
+    roster.presence_changed(conversation_id, {"bob": True}, 4)
+    roster.presence_changed(conversation_id, {"alice": True}, 5)
+    roster.presence_changed(conversation_id, {"alice": False}, 3)  # older than 5: it lost the race
+    roster.presence_changed(conversation_id, {}, 6)
+    key = (asyncio.get_running_loop(), str(conversation_id))
+    await roster._running[key]
+    assert key not in roster._running and key not in roster._pending
     await layer.group_send(group, {"type": "chat.frame", "text": json.dumps({"type": "sentinel"})})
 
     second = await next_frame()
-    assert second["type"] == "participants"
-    assert [p["online"] for p in second["participants"]] == [True]  # built after the changes
+    assert second["type"] == "presence"
+    assert sorted(second["changes"], key=lambda c: c["participant_id"]) == [
+        {"participant_id": "alice", "online": True, "version": 5},
+        {"participant_id": "bob", "online": True, "version": 4},
+    ]
     assert (await next_frame())["type"] == "sentinel"  # and nothing else was sent
+
+    roster.presence_changed(conversation_id, {}, 7)  # nothing turned, nothing sent, no window
+    assert key not in roster._running
+
+
+def _stores() -> list:
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    return [presence.MemoryPresence(), presence.RedisPresence(url)]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_the_store_says_whose_flag_turned_at_which_version(kind):
+    store = _stores()[kind == "redis"]
+    room, bob, carol = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
+    first = store.came(room, bob, "tab-1")
+    assert (first.online, first.changes, first.version) == ({bob}, {bob: True}, 1)
+    second_tab = store.came(room, bob, "tab-2")  # bob was online already: nothing turned
+    assert (second_tab.changes, second_tab.version) == ({}, 1)
+    assert store.came(room, carol, "tab-3").changes == {carol: True}
+    assert store.went(room, bob, "tab-1").changes == {}  # tab-2 is still open
+    gone = store.went(room, bob, "tab-2")
+    assert (gone.online, gone.changes, gone.version) == ({carol}, {bob: False}, 3)
+    assert store.snapshot(room) == (frozenset({carol}), 3, {})
+    assert store.went(room, carol, "tab-3").online == frozenset()
+    assert store.went(room, carol, "tab-3").changes == {}  # closing twice turns nothing
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_entries_that_expired_turn_their_flags_with_the_next_operation(kind, monkeypatch):
+    """A process that died leaves its entries to expire: whoever touches the room next tells
+    everyone those people went."""
+    store = _stores()[kind == "redis"]
+    room, ghost, alice = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
+    store.came(room, ghost, "dead-process")
+    later = time.time() + presence.TTL_SECONDS + 1
+    monkeypatch.setattr(presence.time, "time", lambda: later)
+    came = store.came(room, alice, "tab")
+    assert (came.online, came.changes, came.version) == ({alice}, {alice: True, ghost: False}, 2)
 
 
 async def test_one_heartbeat_task_refreshes_every_socket_of_the_process():
@@ -66,7 +111,7 @@ async def test_one_heartbeat_task_refreshes_every_socket_of_the_process():
 
     for channel, room, person in sockets:
         heartbeat.unregister(channel)
-        store.remove(room, person, channel)
+        store.went(room, person, channel)
     assert await heartbeat.refresh_now() == 0  # a closed socket is never refreshed back online
     assert store.online(rooms[0]) == set()
     task.cancel()

@@ -6,6 +6,7 @@ converted the same way, on whichever database the suite runs."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -104,8 +105,8 @@ def test_a_rooms_active_bots_match_the_orm_in_joining_order(make_chat):
 
 def test_a_sockets_reads_match_the_orm(make_chat):
     """The participant behind a token with its conversation, the newest seq and the people of
-    the participants frame: the ORM's rows, field by field, in joining order."""
-    from conversations import room_bots, socket_reads
+    the room's list: the ORM's rows, field by field, in joining order, and the same list."""
+    from conversations import protocol, room_bots, room_list, socket_reads
 
     chat, owner = make_chat(bots=["echo"])
     bob, gone, banned = chat.join("bob"), chat.join("gone"), chat.join("banned")
@@ -133,13 +134,32 @@ def test_a_sockets_reads_match_the_orm(make_chat):
     with pytest.raises(Conversation.DoesNotExist):
         socket_reads.newest_seq(uuid.uuid4())
 
-    people = room_bots.people(chat.conversation.pk)
+    listed = room_bots.listed(chat.conversation.pk)
     present = Participant.objects.filter(conversation=chat.conversation, left_at=None, banned=False)
     orm = list(present.order_by("joined_at", "id"))
-    assert [p.pk for p in people] == [p.pk for p in orm] and len(orm) == 3  # the owner, the bot, bob
-    for mine, theirs in zip(people, orm, strict=True):
-        same(mine, theirs, Participant)
-    assert room_bots.people(uuid.uuid4()) == []
+    assert [p.id for p in listed] == [p.pk for p in orm] and len(orm) == 3  # the owner, the bot, bob
+    for mine, theirs in zip(listed, orm, strict=True):
+        assert protocol.participant_to_dict(mine) == protocol.participant_to_dict(theirs)
+        for name in room_bots.LISTED:
+            field = Participant._meta.get_field(name)
+            assert getattr(mine, field.attname) == getattr(theirs, field.attname), name
+    assert listed[-1].muted_until is not None and listed[-1].last_read_seq == 2
+    assert room_bots.listed(uuid.uuid4()) == []
+
+    # The room's list as JSON text (on PostgreSQL written by the server) reads as the API's
+    # dicts, timestamps to the character: one with a fraction of a second, one without.
+    whole = timezone.now().replace(microsecond=0) + timedelta(minutes=10)
+    Participant.objects.filter(pk=owner.pk).update(muted_until=whole)
+    quoted = '"b\\ob" </script> \u00fc\U0001f642\t'  # JSON's escapes, non-ASCII
+    Participant.objects.filter(pk=bob.pk).update(name=quoted)
+    orm = list(present.order_by("joined_at", "id"))
+    online = {str(bob.pk), str(gone.pk)}
+    text = room_list.json_text(chat.conversation.pk, online)
+    assert json.loads(text) == [protocol.participant_to_dict(p, online=p.is_bot or str(p.pk) in online) for p in orm]
+    assert [p["online"] for p in json.loads(text)] == [False, True, True]  # the owner, the bot, bob
+    assert json.loads(text)[-1]["name"] == quoted
+    assert json.loads(text)[0]["muted_until"] == whole.isoformat() and "." not in whole.isoformat()
+    assert room_list.json_text(uuid.uuid4(), online) == "[]"
 
 
 def test_an_insert_stores_what_create_would(make_chat):

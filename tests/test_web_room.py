@@ -216,6 +216,14 @@ def test_two_people_chat_live(daphne, people, artefacts):
     phone.page.get_by_role("button", name=re.compile("People")).click()
     expect(phone.page.locator("#people-list")).to_contain_text("Alice")
     phone.shot(artefacts, "web-room-phone")
+
+    # Presence as it changes: Alice's page went to the lobby (her socket closed), then Bob's goes.
+    listed = phone.page.locator("#people-list .person")
+    expect(listed.filter(has_text="Bob")).to_have_class(re.compile(r"\bonline\b"))
+    expect(listed.filter(has_text="Alice")).not_to_have_class(re.compile(r"\bonline\b"))
+    expect(listed.filter(has_text="Alice")).to_contain_text("offline")
+    bob.page.close()
+    expect(listed.filter(has_text="Bob")).not_to_have_class(re.compile(r"\bonline\b"))
     for person in (alice, bob, phone):
         assert not person.errors, person.errors
 
@@ -505,8 +513,8 @@ def test_moderation_effects(daphne, people, artefacts):
     from conversations.models import Participant
 
     bob_row = Participant.objects.get(conversation_id=conversation_id, name="Bob")
-    # Bob's own "online" participants frame is the last one his connect causes, and it carries
-    # his muted_until: once it is in, the page cannot learn of the mute before the send does.
+    # The participants frame his socket gets as it connects shows him online and carries his
+    # muted_until: once it is in, the page cannot learn of the mute before the send does.
     expect(bob.page.locator("#people-list .person.online", has_text="Bob (you)")).to_be_visible()
     Participant.objects.filter(pk=bob_row.pk).update(muted_until=timezone.now() + timedelta(minutes=10))
     bob.say("can I still talk?")

@@ -13,6 +13,11 @@ import websockets
 WAIT = 20  # seconds: an upper bound on waiting for an event, never a sleep
 
 
+def turned(participant_id: str, online: bool) -> Callable[[dict], bool]:
+    """For ``expect("presence", ...)``: a frame that turns one participant's ``online`` flag."""
+    return lambda f: any(c["participant_id"] == participant_id and c["online"] is online for c in f["changes"])
+
+
 class Room:
     """A conversation created over HTTP on a live server, with tokens to connect as."""
 

@@ -36,6 +36,7 @@
     pending: new Map(), // client_id -> {frame, li, status}
     choices: new Map(), // client_id -> options group awaiting its ack
     participants: new Map(),
+    presence: new Map(), // participant id -> {online, version}: the newest flag heard (see onPresence)
     reads: new Map(), // participant id -> seq
     typing: new Map(), // participant id -> timer
     ws: null,
@@ -302,7 +303,26 @@
 
   // ---- people, typing, read marks -------------------------------------------------------
 
-  function setParticipants(list) {
+  // Presence frames from several server processes may arrive out of order: each flag carries
+  // the room's presence version it was set at, and the newest heard wins, whether it came in a
+  // list (``participants``, all at one version) or alone (``presence``).
+  function heardPresence(id, online, version) {
+    const known = state.presence.get(id);
+    if (known && known.version >= version) return false;
+    state.presence.set(id, {online, version});
+    return true;
+  }
+
+  function setParticipants(list, presenceVersion) {
+    for (const p of list) {
+      if (p.kind === "bot") {
+        p.online = true; // always (the HTTP API's list has no flags)
+        continue;
+      }
+      if (presenceVersion !== undefined && p.online !== undefined) heardPresence(p.id, p.online, presenceVersion);
+      const known = state.presence.get(p.id);
+      if (known) p.online = known.online;
+    }
     state.participants = new Map(list.map((p) => [p.id, p]));
     for (const p of list) {
       if ((state.reads.get(p.id) || 0) < (p.last_read_seq || 0)) state.reads.set(p.id, p.last_read_seq);
@@ -315,6 +335,17 @@
     renderPeople();
     renderTyping();
     renderReadMarks();
+  }
+
+  function onPresence(changes) {
+    let changed = false;
+    for (const c of changes) {
+      if (!heardPresence(c.participant_id, c.online, c.version)) continue;
+      const p = state.participants.get(c.participant_id);
+      if (p) p.online = c.online;
+      changed = true;
+    }
+    if (changed) renderPeople();
   }
 
   function renderPeople() {
@@ -469,6 +500,8 @@
     switch (frame.type) {
       case "welcome":
         state.attempts = 0;
+        state.presence.clear(); // versions start again after a room has been empty: this socket reads it anew
+        if (frame.participants) setParticipants(frame.participants, frame.presence_version);
         setConn("online", "Connected");
         if (frame.participant) {
           state.mutedUntil = frame.participant.muted_until;
@@ -501,7 +534,10 @@
         renderReadMarks();
         break;
       case "participants":
-        setParticipants(frame.participants || []);
+        setParticipants(frame.participants || [], frame.presence_version);
+        break;
+      case "presence":
+        onPresence(frame.changes || []);
         break;
       case "conversation.ended":
         setReadOnly("This conversation has ended. You can read it but not write.");
