@@ -176,7 +176,9 @@ class RedisPresence:
 
     def touch_many(self, sockets) -> None:
         """Refresh many ``(conversation_id, participant_id, channel_name)`` entries in one round
-        trip (the heartbeat: entries already there, so no flag turns)."""
+        trip (the heartbeat: entries already there, so no flag turns). An entry that expired
+        while its socket lived (Redis out of reach for a minute) comes back here without a
+        change sent: the room's clients see it again with its next list."""
         expiry = time.time() + TTL_SECONDS
         rooms: dict[str, dict[str, float]] = {}
         versions: set[str] = set()

@@ -7,9 +7,11 @@ bound), never a sleep. Screenshots go to ``$CHAT_VAR_DIR/artefacts/`` (``var/art
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
+import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -531,3 +533,63 @@ def test_moderation_effects(daphne, people, artefacts):
     expect(alice.page.get_by_label("Message", exact=True)).to_be_disabled()
     expect(alice.page.locator("#messages li.system", has_text="The conversation ended")).to_be_visible()
     alice.shot(artefacts, "web-ended")
+
+
+def test_the_page_keeps_the_newest_presence_it_has_heard(daphne, people):
+    """Presence frames from several server processes can overtake each other: the page keeps,
+    per person, the flag of the highest version, from a list or from a change, and a change
+    about someone it does not list yet waits for them. Frames are added to the page's own
+    socket (proxied to the server) after the server's."""
+    from conversations import protocol
+    from conversations.models import Participant
+
+    alice = people(daphne, "Alice")
+    sockets = []
+
+    def proxy(ws) -> None:
+        ws.connect_to_server()  # the server's frames pass through; the test adds its own
+        sockets.append(ws)
+
+    alice.page.route_web_socket(re.compile(r"/ws/conversations/"), proxy)
+    conversation_id = alice.create("Presence")
+    bob = people(daphne, "Bob")
+    bob.join(conversation_id)
+    listed, online = alice.page.locator("#people-list .person"), re.compile(r"\bonline\b")
+    expect(listed.filter(has_text="Bob")).to_have_class(online)  # the server's change
+    bob_id = str(Participant.objects.get(conversation_id=conversation_id, name="Bob").pk)
+
+    def inject(frame: dict) -> None:
+        sockets[-1].send(json.dumps(frame))
+
+    def change(participant_id: str, is_online: bool, version: int) -> dict:
+        return {
+            "type": "presence",
+            "changes": [{"participant_id": participant_id, "online": is_online, "version": version}],
+        }
+
+    def read_so_far() -> None:
+        """A typing frame after the others: once it shows, the page has read them all."""
+        inject({"type": "typing", "participant_id": bob_id, "active": True, "ttl": 30})
+        expect(alice.page.locator("#typing")).to_have_text("Bob is typing…")
+        inject({"type": "typing", "participant_id": bob_id, "active": False, "ttl": 30})
+        expect(alice.page.locator("#typing")).to_have_text("")
+
+    inject(change(bob_id, False, 0))  # older than the server's: ignored
+    read_so_far()
+    expect(listed.filter(has_text="Bob")).to_have_class(online)
+    inject(change(bob_id, False, 10**6))  # newer: Bob goes offline
+    expect(listed.filter(has_text="Bob")).not_to_have_class(online)
+
+    rows = Participant.objects.filter(conversation_id=conversation_id).order_by("joined_at")
+    everyone = [protocol.participant_to_dict(p, online=True) for p in rows]
+    carol_id = str(uuid.uuid4())
+    inject(change(carol_id, False, 10**6 + 2))  # Carol is not listed yet: kept for when she is
+    carol = {**everyone[-1], "id": carol_id, "name": "Carol"}
+    inject({"type": "participants", "participants": [*everyone, carol], "presence_version": 10**6 - 1})
+    read_so_far()
+    expect(listed.filter(has_text="Carol")).not_to_have_class(online)  # her change is newer than the list
+    expect(listed.filter(has_text="Bob")).not_to_have_class(online)  # so is Bob's
+    expect(listed.filter(has_text="Alice")).to_have_class(online)  # the list's, where nothing newer was heard
+    inject(change(bob_id, True, 10**6 + 1))
+    expect(listed.filter(has_text="Bob")).to_have_class(online)
+    assert not alice.errors, alice.errors
