@@ -10,12 +10,11 @@ its SQL never changes, so it is written once and its rows are converted as the O
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 from django.db import connection
 
 from .models import Participant
-from .rows import Columns, Fields, hot_cursor
+from .rows import Columns, hot_cursor
 
 
 def from_where(bots_only: bool, alias: str = "") -> str:
@@ -46,24 +45,9 @@ def active(conversation_id) -> list[Participant]:
     return _read(conversation_id, bots_only=True)
 
 
-#: What a room's list shows of each person (``protocol.participant_to_dict`` reads these).
-LISTED = ("id", "name", "kind", "role", "bot_name", "joined_at", "left_at", "muted_until", "banned", "last_read_seq")
-
-
-@cache
-def _listed_statement(vendor: str) -> tuple[Fields, str]:
-    fields = Fields(Participant, LISTED)
-    return fields, f"SELECT {fields.sql}{from_where(bots_only=False)}"
-
-
-def listed(conversation_id) -> list[Any]:
-    """``people``, as the fields a room's list shows (``LISTED``) without model instances: a
-    ``participants`` frame is read for every socket that connects (bench/: the connect rate
-    in rooms of 100)."""
-    fields, sql = _listed_statement(connection.vendor)
-    with hot_cursor() as cursor:
-        cursor.execute(sql, [Participant._meta.pk.get_db_prep_value(conversation_id, connection)])
-        return fields.read(cursor.fetchall())
+def people(conversation_id) -> list[Participant]:
+    """Everyone in a conversation who has not left and is not banned, oldest first."""
+    return _read(conversation_id, bots_only=False)
 
 
 def _read(conversation_id, *, bots_only: bool) -> list[Participant]:

@@ -65,8 +65,8 @@ def json_text(conversation_id, online: frozenset[str] | set[str]) -> str:
     if connection.vendor != "postgresql":
         return protocol.dumps(
             [
-                protocol.participant_to_dict(p, online=p.kind == _BOT or str(p.id) in online)
-                for p in room_bots.listed(conversation_id)
+                protocol.participant_to_dict(p, online=p.is_bot or str(p.pk) in online)
+                for p in room_bots.people(conversation_id)
             ]
         )
     with hot_cursor() as cursor:

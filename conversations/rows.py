@@ -12,7 +12,6 @@ statements prepared where the database can.
 from __future__ import annotations
 
 import json
-from collections import namedtuple
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -104,40 +103,6 @@ class Columns:
                     value = converter(value, expression, conn)
                 chunk.append(value)
             out.append(None if chunk[pk_index] is None else model.from_db(conn.alias, attnames, chunk))
-        return out
-
-
-class Fields:
-    """Some fields of one model for a ``SELECT``, read back as named tuples (their attribute
-    names: code that reads those attributes of an instance reads them as well), with the
-    converters the ORM would apply but without building instances: ``Model.from_db`` was
-    most of the cost of reading a room of 100 people (bench/: ~1.8 against ~0.6 ms)."""
-
-    def __init__(self, model: type[Model], names: Sequence[str]) -> None:
-        fields = [model._meta.get_field(name) for name in names]
-        self.sql = ", ".join(column(model, f.name) for f in fields)
-        self.row = namedtuple(f"{model.__name__}Fields", [f.attname for f in fields])
-        self.converters = [
-            [
-                (_faster(field, converter), field.get_col(model._meta.db_table))
-                for converter in connection.ops.get_db_converters(field.get_col(model._meta.db_table))
-                + field.get_db_converters(connection)
-            ]
-            for field in fields
-        ]
-
-    def read(self, rows: Sequence[Sequence[Any]]) -> list[Any]:
-        if not any(self.converters):
-            return [self.row._make(row) for row in rows]
-        conn = connections[DEFAULT_DB_ALIAS]
-        out = []
-        for row in rows:
-            values = []
-            for value, converters in zip(row, self.converters, strict=True):
-                for converter, expression in converters:
-                    value = converter(value, expression, conn)
-                values.append(value)
-            out.append(self.row._make(values))
         return out
 
 
