@@ -24,17 +24,22 @@ def group_name(conversation_id) -> str:
     return f"conv.{conversation_id}"
 
 
-def send_frame(conversation_id, frame: dict[str, Any], *, seq: int | None = None) -> None:
-    """Send one server->client frame to every socket of the conversation.
+def send_frame(
+    conversation_id, frame: dict[str, Any] | str, *, seq: int | None = None, not_to: str | None = None
+) -> None:
+    """Send one server->client frame (a dict, or its JSON text) to every socket of the
+    conversation (but ``not_to``'s: a participant's id).
 
     ``seq`` travels beside the text so a socket that is replaying history can drop a live
     frame it has already sent without parsing it.
     """
     if get_channel_layer() is None:
         return
-    event = {"type": "chat.frame", "text": protocol.dumps(frame)}
+    event = {"type": "chat.frame", "text": frame if isinstance(frame, str) else protocol.dumps(frame)}
     if seq is not None:
         event["seq"] = seq
+    if not_to is not None:
+        event["not_to"] = not_to
     # Queued, not awaited, on a database thread (chatroom/publish.py); a lost frame is found
     # again by seq (a gap, a resume).
     publish.group_send(group_name(conversation_id), event, failure=f"frame for conversation {conversation_id}")
@@ -107,12 +112,8 @@ def with_fields(frame: dict[str, Any], fields: str) -> str:
 
 def participants_changed(conversation_id) -> None:
     """The room's membership changed (a join, a leave, a kick, a role): everyone gets the list."""
-    if get_channel_layer() is None:
-        return
-    text = with_fields({"type": "participants"}, room_fields(conversation_id))
-    publish.group_send(
-        group_name(conversation_id), {"type": "chat.frame", "text": text}, failure=f"participants of {conversation_id}"
-    )
+    if get_channel_layer() is not None:
+        send_frame(conversation_id, with_fields({"type": "participants"}, room_fields(conversation_id)))
 
 
 def presence_changed(conversation_id, changes: dict[str, tuple[bool, int]]) -> None:
@@ -120,18 +121,13 @@ def presence_changed(conversation_id, changes: dict[str, tuple[bool, int]]) -> N
     (``conversations/presence.py``), not the whole room. A change of one participant skips
     that participant's sockets: the one that came has it in its ``welcome``, and one that went
     has none left."""
-    if get_channel_layer() is None:
-        return
     frame = {
         "type": "presence",
         "changes": [
             {"participant_id": pid, "online": online, "version": version} for pid, (online, version) in changes.items()
         ],
     }
-    event = {"type": "chat.frame", "text": protocol.dumps(frame)}
-    if len(changes) == 1:
-        event["not_to"] = next(iter(changes))
-    publish.group_send(group_name(conversation_id), event, failure=f"presence for conversation {conversation_id}")
+    send_frame(conversation_id, frame, not_to=next(iter(changes)) if len(changes) == 1 else None)
 
 
 # Frames for one participant travel in the conversation's group with a "to", and every other
