@@ -24,9 +24,14 @@ from .rows import hot_cursor
 _BOT = Participant.Kind.BOT.value
 
 
+def _col(name: str) -> str:
+    """A participant's column, as the statement names its table (``p``)."""
+    return f"p.{Participant._meta.get_field(name).column}"
+
+
 def _timestamp(name: str) -> str:
     """SQL for a timestamp column as ``datetime.isoformat`` gives it in UTC, or NULL."""
-    column = f"p.{Participant._meta.get_field(name).column}"
+    column = _col(name)
     utc = f"({column} AT TIME ZONE 'UTC')"
     return (
         f"CASE WHEN {column} IS NULL THEN NULL"
@@ -38,25 +43,22 @@ def _timestamp(name: str) -> str:
 
 @cache
 def _statement(vendor: str) -> str:
-    def col(name: str) -> str:
-        return f"p.{Participant._meta.get_field(name).column}"
-
     entry = ", ".join(
         [
-            f"'id', {col('id')}",
-            f"'name', {col('name')}",
-            f"'kind', {col('kind')}",
-            f"'role', {col('role')}",
-            f"'bot', NULLIF({col('bot_name')}, '')",
+            f"'id', {_col('id')}",
+            f"'name', {_col('name')}",
+            f"'kind', {_col('kind')}",
+            f"'role', {_col('role')}",
+            f"'bot', NULLIF({_col('bot_name')}, '')",
             f"'joined_at', {_timestamp('joined_at')}",
             f"'left_at', {_timestamp('left_at')}",
             f"'muted_until', {_timestamp('muted_until')}",
-            f"'banned', {col('banned')}",
-            f"'last_read_seq', {col('last_read_seq')}",
+            f"'banned', {_col('banned')}",
+            f"'last_read_seq', {_col('last_read_seq')}",
         ]
     )
     where = room_bots.from_where(bots_only=False, alias="p")
-    return f"SELECT CAST({col('id')} AS text), {col('kind')}, CAST(json_build_object({entry}) AS text){where}"
+    return f"SELECT CAST({_col('id')} AS text), {_col('kind')}, CAST(json_build_object({entry}) AS text){where}"
 
 
 def json_text(conversation_id, online: frozenset[str] | set[str]) -> str:
