@@ -240,8 +240,8 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
             return False
         seq = event.get("seq")
         if seq is None:
-            if event.get("to", self.me) != self.me or event.get("not_to") == self.me:
-                return True  # someone else's (events.send_to_participant, events.presence_changed)
+            if not self._for_me(event):
+                return True  # dropped
         elif seq != self.last_seq_sent + 1:
             return False
         data, frame = event.get("utf8"), event.get("frame")
@@ -253,10 +253,15 @@ class ConversationConsumer(PumpedConsumerMixin, AsyncWebsocketConsumer):
             self.last_seq_sent = seq
         return True
 
+    def _for_me(self, event: dict[str, Any]) -> bool:
+        """Not a frame for someone else (events.send_to_participant), nor news of this
+        participant for everyone else (events.presence_changed)."""
+        return event.get("to", self.me) == self.me and event.get("not_to") != self.me
+
     async def chat_frame(self, event: dict[str, Any]) -> None:
         seq = event.get("seq")
         if seq is None:
-            if event.get("to", self.me) == self.me and event.get("not_to") != self.me:
+            if self._for_me(event):
                 await self.send(text_data=event["text"])
             return
         if seq <= self.last_seq_sent:

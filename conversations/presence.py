@@ -103,9 +103,6 @@ class MemoryPresence:
             for conversation_id, participant_id, channel_name in sockets:
                 self._entries.setdefault(str(conversation_id), {})[f"{participant_id}|{channel_name}"] = expiry
 
-    def online(self, conversation_id) -> set[str]:
-        return set(self.snapshot(conversation_id).online)
-
 
 #: KEYS: the room's sorted set, its version. ARGV: now, the entry's expiry, the keys' life,
 #: "came" / "went" / "read", the entry. Returns the version, the participants online (their
@@ -192,9 +189,6 @@ class RedisPresence:
         for key in versions:
             pipe.expire(key, KEEP_SECONDS)
         pipe.execute()
-
-    def online(self, conversation_id) -> set[str]:
-        return set(self.snapshot(conversation_id).online)
 
 
 @lru_cache(maxsize=1)

@@ -14,7 +14,7 @@ from functools import cache
 from django.db import connection
 
 from .models import Participant
-from .rows import Columns, hot_cursor
+from .rows import Columns, column, hot_cursor
 
 
 def from_where(bots_only: bool, alias: str = "") -> str:
@@ -23,7 +23,7 @@ def from_where(bots_only: bool, alias: str = "") -> str:
     table = Participant._meta.db_table
 
     def col(name: str) -> str:
-        return f"{alias or table}.{Participant._meta.get_field(name).column}"
+        return column(Participant, name, alias)
 
     kind = f" AND {col('kind')} = %s" if bots_only else ""
     return (

@@ -19,14 +19,14 @@ from django.db import connection
 
 from . import protocol, room_bots
 from .models import Participant
-from .rows import hot_cursor
+from .rows import column, hot_cursor
 
 _BOT = Participant.Kind.BOT.value
 
 
 def _col(name: str) -> str:
     """A participant's column, as the statement names its table (``p``)."""
-    return f"p.{Participant._meta.get_field(name).column}"
+    return column(Participant, name, "p")
 
 
 def _timestamp(name: str) -> str:

@@ -52,9 +52,10 @@ def insert(obj: Model) -> None:
     obj._state.adding, obj._state.db = False, connection.alias
 
 
-def column(model: type[Model], field: str) -> str:
-    """``table.column`` of a model field."""
-    return f"{model._meta.db_table}.{model._meta.get_field(field).column}"
+def column(model: type[Model], field: str, table: str = "") -> str:
+    """``table.column`` of a model field (``table``: the name a statement gives the model's
+    table, else the table's own)."""
+    return f"{table or model._meta.db_table}.{model._meta.get_field(field).column}"
 
 
 class Columns:

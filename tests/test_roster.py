@@ -103,17 +103,17 @@ async def test_one_heartbeat_task_refreshes_every_socket_of_the_process():
     loop = asyncio.get_running_loop()
     task = heartbeat._tasks[loop]
     assert not task.done() and len(heartbeat._tasks) == 1  # one task, however many sockets
-    assert store.online(rooms[0]) == set()  # register writes nothing: the consumer's connect does
+    assert store.snapshot(rooms[0]).online == set()  # register writes nothing: the consumer's connect does
 
     assert await heartbeat.refresh_now() == 3
-    assert store.online(rooms[0]) == {str(sockets[0][2]), str(sockets[2][2])}
-    assert store.online(rooms[1]) == {str(sockets[1][2])}
+    assert store.snapshot(rooms[0]).online == {str(sockets[0][2]), str(sockets[2][2])}
+    assert store.snapshot(rooms[1]).online == {str(sockets[1][2])}
 
     for channel, room, person in sockets:
         heartbeat.unregister(channel)
         store.went(room, person, channel)
     assert await heartbeat.refresh_now() == 0  # a closed socket is never refreshed back online
-    assert store.online(rooms[0]) == set()
+    assert store.snapshot(rooms[0]).online == set()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
