@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -26,7 +27,7 @@ from conversations.models import Attachment, Conversation, Message, Participant
 from conversations.rows import Columns, column, hot_cursor, json_to_db
 from conversations.uploads import store_upload
 
-from . import outbox
+from . import ahead, outbox
 from .context import Context
 from .models import BotContext, BotDelivery
 from .replies import Reply, ReplyError
@@ -108,11 +109,12 @@ def save_context(context: Context) -> None:
 
 
 @cache
-def _context_and_finish_parts(vendor: str, condition: str = "TRUE") -> tuple[str, str]:
+def _context_and_finish_parts(vendor: str, condition: str = "TRUE", claimed: bool = False) -> tuple[str, str]:
     """The Context's upsert and the delivery's end, each writing only if ``condition`` (SQL)
     holds; parameters: ``_context_and_finish_params``. The values are cast: a ``SELECT``
     list, unlike ``VALUES`` in an ``INSERT``, does not take its parameters' types from the
-    columns."""
+    columns. ``claimed``: the end also records the claim (its attempt, start and worker), for
+    a turn claimed by its own statement (``bots.ahead``)."""
     quote = connection.ops.quote_name
     context, item = BotContext._meta, BotDelivery._meta
     key = quote(context.pk.column)
@@ -128,8 +130,14 @@ def _context_and_finish_parts(vendor: str, condition: str = "TRUE") -> tuple[str
     done = (
         f"UPDATE {item.db_table} SET {quote(column('status').column)} = %s,"
         f" {quote(column('last_error').column)} = '', {quote(column('finished_at').column)} = %s"
-        f" WHERE {quote(item.pk.column)} = %s AND {condition}"
     )
+    if claimed:
+        attempts = quote(column("attempts").column)
+        done += (
+            f", {attempts} = {attempts} + 1, {quote(column('started_at').column)} = %s,"
+            f" {quote(column('worker').column)} = %s"
+        )
+    done += f" WHERE {quote(item.pk.column)} = %s AND {condition}"
     return upsert, done
 
 
@@ -152,19 +160,25 @@ def save_context_and_finish(context: Context, delivery_id: int) -> None:
 
 
 @cache
-def _context_and_finish_with_reply_sql(vendor: str) -> str:
+def _context_and_finish_with_reply_sql(vendor: str, claimed: bool = False) -> str:
     """The turn's end as CTEs of the reply's statement, writing only if the reply was stored
     (``send_sql.Also``)."""
-    upsert, done = _context_and_finish_parts(vendor, "EXISTS (SELECT 1 FROM stored)")
+    upsert, done = _context_and_finish_parts(vendor, "EXISTS (SELECT 1 FROM stored)", claimed)
     return f"turn_context AS ({upsert}), turn_done AS ({done})"
 
 
-def context_and_finish_with_reply(context: Context, delivery_id: int) -> send_sql.Also:
+def context_and_finish_with_reply(
+    context: Context, delivery_id: int, now: datetime | None = None, claimed_by: str | None = None
+) -> send_sql.Also:
     """A turn's end (``save_context_and_finish``) written by the statement that stores its
     one reply (``conversations.chat.stores_in_one_statement``): a turn is then one round trip
-    instead of four (a transaction around two statements; bench/: the echo round trip)."""
+    instead of four (a transaction around two statements; bench/: the echo round trip).
+    ``now``: the Context's new ``updated_at``; ``claimed_by``: the worker whose claim the end
+    records (``bots.ahead``)."""
+    claimed = claimed_by is not None
     return send_sql.Also(
-        _context_and_finish_with_reply_sql(connection.vendor), _context_and_finish_params(context, delivery_id)
+        _context_and_finish_with_reply_sql(connection.vendor, claimed),
+        _context_and_finish_params(context, delivery_id, now, claimed_by),
     )
 
 
@@ -189,24 +203,38 @@ def save_turn_in_one_statement(
 
 
 async def save_turn_on_loop(
-    participant: Participant, replies: list[Reply], context: Context, delivery_id: int, *, client_prefix: str
-) -> bool:
+    participant: Participant,
+    replies: list[Reply],
+    context: Context,
+    delivery_id: int,
+    *,
+    client_prefix: str,
+    claim: ahead.Claim | None = None,
+) -> datetime | None:
     """``save_turn_in_one_statement``'s turn of one reply, stored by its one statement on the
     event loop's own connection (``Chat.save_message_on_loop``): no thread hop to end a turn
-    (bench/: the echo round trip). False, with nothing written, when it cannot be (SQLite, no
-    reply or more, files, a quote, a reply the chat does not store at once, a database error):
-    the caller then ends the turn in a thread, which stores or refuses as it always has."""
+    (bench/: the echo round trip). The stored Context's new ``updated_at``; None, with nothing
+    written, when it cannot be (SQLite, no reply or more, files, a quote, a reply the chat does
+    not store at once, a database error): the caller then ends the turn in a thread, which
+    stores or refuses as it always has. ``claim``: the statement also takes the lane and
+    claims the delivery, and stores nothing unless both are still to be had (``bots.ahead``)."""
     if not on_loop.available() or len(replies) != 1 or replies[0].files:
-        return False
-    also = context_and_finish_with_reply(context, delivery_id)
+        return None
+    now = timezone.now()
+    also = context_and_finish_with_reply(context, delivery_id, now, None if claim is None else claim.owner)
+    if claim is not None:
+        also = send_sql.Also.joined(claim.also(context.participant_id, delivery_id, now), also)
     data = _message_data(replies[0], f"{client_prefix}-0", [])
-    return await Chat(participant.conversation).save_message_on_loop(participant, data, also=also) is not None
+    stored = await Chat(participant.conversation).save_message_on_loop(participant, data, also=also)
+    return None if stored is None else now
 
 
-def _context_and_finish_params(context: Context, delivery_id: int) -> list[Any]:
+def _context_and_finish_params(
+    context: Context, delivery_id: int, now: datetime | None = None, claimed_by: str | None = None
+) -> list[Any]:
     """PostgreSQL's parameters of the turn's end; the Context's JSON made by orjson
     (``rows.json_to_db``: ~1 ms less per turn once a Context holds 200 turns, bench/)."""
-    now = timezone.now()
+    now = now or timezone.now()
     data = {**context.to_dict(), "updated_at": now, "created_at": now}
     fields = [BotContext._meta.get_field(name) for name in (*_CONTEXT_FIELDS, *_TIMES)]
     params = [Participant._meta.pk.get_db_prep_value(context.participant_id, connection)]
@@ -216,7 +244,9 @@ def _context_and_finish_params(context: Context, delivery_id: int) -> list[Any]:
         else field.get_db_prep_save(data[field.name], connection)
         for field in fields
     ]
-    return [*params, BotDelivery.Status.DONE, connection.ops.adapt_datetimefield_value(now), delivery_id]
+    at = connection.ops.adapt_datetimefield_value(now)
+    claim = [] if claimed_by is None else [at, claimed_by[:100]]
+    return [*params, BotDelivery.Status.DONE, at, *claim, delivery_id]
 
 
 def import_context(participant: Participant, exported: str | dict[str, Any]) -> Context:

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
@@ -159,7 +160,7 @@ def written(deliveries: list[BotDelivery]) -> None:
 
             notify_bot(delivery.bot_name)
         else:
-            wake(delivery.participant_id)
+            wake(delivery.participant_id, delivery)
 
 
 def insert_sql(deliveries: list[BotDelivery], seq_sql: str, condition: str) -> tuple[str, list[Any]]:
@@ -187,8 +188,30 @@ def _insert_sql(count: int, seq_sql: str, condition: str) -> str:
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     return (
         f"INSERT INTO {BotDelivery._meta.db_table} ({columns})"
-        f" SELECT * FROM ({' UNION ALL '.join([one] * count)}) AS planned WHERE {condition} RETURNING 1"
+        f" SELECT * FROM ({' UNION ALL '.join([one] * count)}) AS planned WHERE {condition}"
+        f" RETURNING {connection.ops.quote_name(BotDelivery._meta.pk.column)},"
+        f" {connection.ops.quote_name(BotDelivery._meta.get_field('participant').column)}"
     )
+
+
+@functools.cache
+def inserted_ids_sql(cte: str) -> str:
+    """An expression of the statement of ``insert_sql`` (as the CTE ``cte``): the ids of the
+    rows it wrote, as JSON by participant id (``numbered``)."""
+    pk = connection.ops.quote_name(BotDelivery._meta.pk.column)
+    participant = connection.ops.quote_name(BotDelivery._meta.get_field("participant").column)
+    return f"(SELECT json_object_agg({participant}, {pk}) FROM {cte})"
+
+
+def numbered(deliveries: list[BotDelivery], ids: dict[str, int] | None, seq: int) -> None:
+    """Deliveries written by a message's statement (``insert_sql``), told their ids (by
+    participant, ``inserted_ids_sql``) and their message's seq, as the rows have them: the
+    wake-up carries them (``wake``)."""
+    for delivery in deliveries:
+        delivery.pk = (ids or {}).get(str(delivery.participant_id))
+        message = delivery.payload.get("message")
+        if isinstance(message, dict):
+            message["seq"] = seq
 
 
 def _message_hop(
@@ -311,25 +334,44 @@ def notify_pending(message: Message) -> None:
 # ---- wake-ups -------------------------------------------------------------------------------------
 
 
-def wake(participant_id: uuid.UUID | str) -> None:
+def wake(participant_id: uuid.UUID | str, delivery: BotDelivery | None = None) -> None:
     """Have a worker look at this participant's lane: this process's own if it runs one,
-    else any worker, through the channel layer."""
+    else any worker, through the channel layer. ``delivery``, just written, goes with the
+    wake-up (``ahead_of``): a worker may run a pure bot on it before its claim (``bots.ahead``)."""
     from .worker import local_workers
 
+    ahead = ahead_of(delivery)
     woken = False
     for worker in local_workers():
-        woken = worker.wake_threadsafe(str(participant_id)) or woken
+        # A copy of the payload: its dicts become the bot's (through the layer they are anyway).
+        own = None if ahead is None else {**ahead, "payload": orjson.loads(rows.json_to_db(ahead["payload"]))}
+        woken = worker.wake_threadsafe(str(participant_id), own) or woken
     if woken:
         return
     layer = get_channel_layer()
     if layer is None or isinstance(layer, InMemoryChannelLayer):
         return  # nobody else can hear it; the sweep of this process's worker will find the row
     # The row stays pending if this is lost: a sweep finds it.
-    publish.send(
-        BOT_CHANNEL,
-        {"type": "bot.wake", "participant_id": str(participant_id)},
-        failure=f"wake-up for {participant_id}",
-    )
+    message = {"type": "bot.wake", "participant_id": str(participant_id)}
+    if ahead is not None:
+        message["delivery"] = ahead
+    publish.send(BOT_CHANNEL, message, failure=f"wake-up for {participant_id}")
+
+
+def ahead_of(delivery: BotDelivery | None) -> dict[str, Any] | None:
+    """What a wake-up carries of a delivery just written and runnable now (its row's id, type,
+    hop and payload); None for none."""
+    if delivery is None or delivery.pk is None or delivery.status != Status.PENDING:
+        return None
+    if delivery.available_at is not None and delivery.available_at > timezone.now():
+        return None
+    return {
+        "id": delivery.pk,
+        "type": delivery.type,
+        "bot": delivery.bot_name,
+        "hop": delivery.hop,
+        "payload": delivery.payload,
+    }
 
 
 # ---- a delivery's end (lanes: bots/lanes.py) ---------------------------------------------------

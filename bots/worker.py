@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -45,8 +46,9 @@ from conversations.chat import sends_without_savepoints
 from conversations.errors import ChatError
 from conversations.events import BOT_CHANNEL
 from conversations.models import Participant
+from conversations.rows import json_to_db
 
-from . import conf, delivery, lanes, outbox, registry
+from . import ahead, conf, delivery, lanes, outbox, registry
 from .base import Bot, BotMessage, BotStatus
 from .context import Context
 from .models import BotDelivery
@@ -56,6 +58,7 @@ from .transports import RetryLater
 logger = logging.getLogger(__name__)
 
 MAX_INSTANCES = 10_000  # cached bot objects per worker (least recently used dropped)
+MAX_KEPT = 1_000  # Contexts kept for pure bots' turns run ahead (bots/ahead.py), least recent dropped
 LEASE_MARGIN = 30.0  # seconds a lease outlives the bot timeout
 
 _workers: set[BotWorker] = set()
@@ -87,6 +90,7 @@ class BotWorker:
         self.lanes: dict[str, asyncio.Task] = {}
         self.again: set[str] = set()
         self.instances: OrderedDict[tuple[str, str], tuple[str, Bot]] = OrderedDict()
+        self.kept: OrderedDict[str, ahead.Kept] = OrderedDict()  # by participant id
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tasks: list[asyncio.Task] = []
         self.running = False
@@ -129,8 +133,10 @@ class BotWorker:
 
     # ---- wake-ups -----------------------------------------------------------------------------
 
-    def wake(self, participant_id: str) -> None:
-        """Make sure a lane runs for this participant (call on the worker's loop)."""
+    def wake(self, participant_id: str, delivery: dict[str, Any] | None = None) -> None:
+        """Make sure a lane runs for this participant (call on the worker's loop). ``delivery``:
+        the one the wake-up is for (``outbox.ahead_of``), which a lane starting now may run
+        ahead of its claim (``bots.ahead``)."""
         if not self.running:
             return
         if participant_id in self.lanes:
@@ -139,21 +145,21 @@ class BotWorker:
         # A context of its own: not the waker's (a database thread's wake-up carries asgiref's
         # marks of a thread-sensitive call, which would refuse the lane's own such calls).
         self.lanes[participant_id] = asyncio.create_task(
-            self._lane(participant_id), name=f"lane-{participant_id}", context=contextvars.Context()
+            self._lane(participant_id, delivery), name=f"lane-{participant_id}", context=contextvars.Context()
         )
 
-    def wake_threadsafe(self, participant_id: str) -> bool:
+    def wake_threadsafe(self, participant_id: str, delivery: dict[str, Any] | None = None) -> bool:
         loop = self.loop
         if not self.running or loop is None or loop.is_closed():
             return False
-        loop.call_soon_threadsafe(self.wake, participant_id)
+        loop.call_soon_threadsafe(self.wake, participant_id, delivery)
         return True
 
     async def handle(self, message: dict[str, Any]) -> None:
         """One channel-layer message: a wake-up, or a raw delivery to record first."""
         kind = message.get("type")
         if kind == "bot.wake":
-            self.wake(str(message.get("participant_id")))
+            self.wake(str(message.get("participant_id")), message.get("delivery"))
         elif kind in ("bot.message", "bot.status"):
             await db(outbox.enqueue, message)  # wakes this process's workers itself
         else:
@@ -209,16 +215,20 @@ class BotWorker:
 
     # ---- lanes --------------------------------------------------------------------------------
 
-    async def _lane(self, participant_id: str) -> None:
+    async def _lane(self, participant_id: str, wake: dict[str, Any] | None = None) -> None:
         """Run a participant's deliveries in order while this worker holds its lease.
 
         The lease's end is kept here: the lease is renewed only when less than a delivery's
         time is left, and one step (``_step``) takes or renews the lane, claims the next
         delivery and reads what it needs, or gives the idle lane up (bench/: the echo round
-        trip)."""
+        trip). First, a pure bot may run the delivery of its wake-up ahead (``_ahead``)."""
         lease = conf.timeout() + LEASE_MARGIN
         until: datetime | None = None  # our lease's end while we hold the lane
         try:
+            if wake is not None and self.running:
+                until = await self._ahead(participant_id, wake, lease)
+                if until is not None:
+                    await self._notify()
             while self.running:
                 self.again.discard(participant_id)
                 until, item, prepared = await self._step(participant_id, until, lease)
@@ -245,6 +255,61 @@ class BotWorker:
             if self.running and participant_id in self.again:
                 self.again.discard(participant_id)
                 self.wake(participant_id)
+
+    async def _ahead(self, participant_id: str, wake: dict[str, Any], lease: float) -> datetime | None:
+        """Run the delivery a wake-up carries before its claim, on the Context this worker kept
+        from the participant's last turn, if its bot is pure (``bots.ahead``); its statement
+        takes the lane and claims the delivery with the turn. The lease's end if it stored the
+        turn (the lane is ours); None if not, with nothing written: the usual way follows."""
+        item = ahead.delivery_from_wake(participant_id, wake)
+        if item is None or not on_loop.available() or participant_id not in self.kept:
+            return None
+        spec = registry.get_spec(item.bot_name, read_database=False)
+        cached = None if spec is None else self.instances.get((spec.name, participant_id))
+        if spec is None or cached is None or cached[0] != spec.version or not getattr(cached[1], "pure", False):
+            return None
+        if spec.timeout and spec.timeout > conf.timeout():
+            return None
+        kept = self.kept.pop(participant_id)  # the bot changes it: kept again only if stored
+        bot, context = cached[1], kept.context
+        until = timezone.now() + timedelta(seconds=lease)
+        claim = ahead.Claim(self.owner, until, kept.version)
+        token = outbox.current_hop.set(item.hop + 1)
+        running = outbox.current_delivery.set(item)
+        try:
+            replies = await self._turn(bot, item, context, (spec.timeout or conf.timeout()))
+            version = await delivery.save_turn_on_loop(
+                kept.participant, replies, context, item.id, client_prefix=f"bot-{item.id}", claim=claim
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the usual way runs it again, and records what goes wrong
+            logger.debug("bot %s: delivery %s not run ahead", item.bot_name, item.id, exc_info=True)
+            return None
+        finally:
+            outbox.current_hop.reset(token)
+            outbox.current_delivery.reset(running)
+        if version is None:
+            return None
+        self._keep(kept.participant, context, version)
+        return until
+
+    def _keep(self, participant: Participant, context: Context, version: datetime) -> None:
+        """Keep a pure bot's Context as its turn stored it (read back from its JSON, as the
+        next claim would read it) for its next turn run ahead."""
+        stored = Context.from_dict(
+            orjson.loads(json_to_db(context.to_dict())),
+            participant_id=context.participant_id,
+            conversation_id=context.conversation_id,
+            bot_name=context.bot_name,
+        )
+        stored.updated_at = version
+        stored.created_at = stored.created_at or version
+        key = str(participant.pk)
+        self.kept[key] = ahead.Kept(participant, stored, version)
+        self.kept.move_to_end(key)
+        while len(self.kept) > MAX_KEPT:
+            self.kept.popitem(last=False)
 
     async def _step(self, participant_id: str, until: datetime | None, lease: float) -> tuple:
         """``_next``, with its common cases on the event loop's own connection (PostgreSQL):
@@ -327,11 +392,19 @@ class BotWorker:
             return None
         return spec, participant, None if row is None else delivery.context_from_row(participant, row)
 
-    async def _end_turn(self, item: BotDelivery, participant: Participant, replies: list, context: Context) -> None:
+    async def _end_turn(
+        self, item: BotDelivery, participant: Participant, replies: list, context: Context, bot: Bot | None = None
+    ) -> None:
         """``_commit``; a turn of one reply on the event loop's own connection where it can be
-        (``delivery.save_turn_on_loop``): no thread hop before the reply is out."""
-        if not await delivery.save_turn_on_loop(participant, replies, context, item.id, client_prefix=f"bot-{item.id}"):
+        (``delivery.save_turn_on_loop``): no thread hop before the reply is out. A pure bot's
+        Context stored so is kept for its next turn (``bots.ahead``)."""
+        version = await delivery.save_turn_on_loop(
+            participant, replies, context, item.id, client_prefix=f"bot-{item.id}"
+        )
+        if version is None:
             await db(self._commit, item, participant, replies, context)
+        elif getattr(bot, "pure", False):
+            self._keep(participant, context, version)
 
     @staticmethod
     def _commit(item: BotDelivery, participant: Participant, replies: list, context: Context) -> None:
@@ -367,6 +440,7 @@ class BotWorker:
         if prepared is None:
             return
         spec, participant, context = prepared
+        self.kept.pop(str(participant.pk), None)  # this turn keeps it again if it can
         if not participant.is_active:
             self._forget(spec.name, participant.pk)
             return
@@ -375,7 +449,6 @@ class BotWorker:
         running = outbox.current_delivery.set(item)
         try:
             bot = await self._instance(spec, participant)
-            seconds = timeout + getattr(bot, "timeout_margin", 0.0)  # a transport's own timeout fires first
             if context is None:
                 context = Context.start(
                     bot.start_label,
@@ -383,21 +456,8 @@ class BotWorker:
                     conversation_id=str(participant.conversation_id),
                     bot_name=participant.bot_name,
                 )
-            if item.type == BotDelivery.Type.MESSAGE:
-                raw = dict(item.payload.get("message") or {})
-                redirected = bool(item.payload.get("redirected"))
-                context.add_request({**raw, "redirected": True} if redirected else raw)
-                result = await self._call(
-                    bot.on_message, BotMessage.from_dict(raw, redirected=redirected), context, seconds=seconds
-                )
-            else:
-                result = await self._call(
-                    bot.on_status, BotStatus.from_dict(item.payload.get("status") or {}), context, seconds=seconds
-                )
-            replies = coerce(result)
-            if item.type == BotDelivery.Type.MESSAGE:
-                context.add_response([r.to_dict() for r in replies])
-            await self._end_turn(item, participant, replies, context)
+            replies = await self._turn(bot, item, context, timeout)
+            await self._end_turn(item, participant, replies, context, bot)
         except RetryLater as retry:  # a transport's passing failure (webhook 5xx, time-out)
             logger.warning("bot %s: delivery %s tried again in %g s: %s", item.bot_name, item.id, retry.delay, retry)
             await db(outbox.retry_later, item.id, retry.delay, retry.reason, retry.status)
@@ -418,6 +478,27 @@ class BotWorker:
         finally:
             outbox.current_hop.reset(token)
             outbox.current_delivery.reset(running)
+
+    async def _turn(self, bot: Bot, item: BotDelivery, context: Context, limit: float) -> list:
+        """The bot's part of a delivery: its request added to the Context, the bot called
+        within ``limit`` seconds (plus a transport's margin: its own time-out fires first), its
+        replies checked and added."""
+        seconds = limit + getattr(bot, "timeout_margin", 0.0)
+        if item.type == BotDelivery.Type.MESSAGE:
+            raw = dict(item.payload.get("message") or {})
+            redirected = bool(item.payload.get("redirected"))
+            context.add_request({**raw, "redirected": True} if redirected else raw)
+            result = await self._call(
+                bot.on_message, BotMessage.from_dict(raw, redirected=redirected), context, seconds=seconds
+            )
+        else:
+            result = await self._call(
+                bot.on_status, BotStatus.from_dict(item.payload.get("status") or {}), context, seconds=seconds
+            )
+        replies = coerce(result)
+        if item.type == BotDelivery.Type.MESSAGE:
+            context.add_response([r.to_dict() for r in replies])
+        return replies
 
     async def _failed(self, item: BotDelivery, reason: str) -> None:
         logger.error("bot %s failed on delivery %s (%s): %s", item.bot_name, item.id, item.type, reason)
@@ -456,6 +537,7 @@ class BotWorker:
         return bot
 
     def _forget(self, name: str, participant_id) -> None:
+        self.kept.pop(str(participant_id), None)
         dropped = self.instances.pop((name, str(participant_id)), None)
         if dropped is not None:
             _close_later(dropped[1])

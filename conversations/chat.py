@@ -353,15 +353,13 @@ class Chat(ModerationMixin):
         message = self._new_numbered(participant, data)
         self._as_stored(message, [])
         planned = self._planned_deliveries(participant, message)
+        joined = send_sql.Also.joined(planned.also if planned is not None else None, also)
         sql, params = send_sql.state_and_insert_statement(
-            participant.pk,
-            self._rate_since(),
-            timezone.now(),
-            self.limits["RATE_LIMIT_MESSAGES"],
-            message,
-            send_sql.Also.joined(planned.also if planned is not None else None, also),
+            participant.pk, self._rate_since(), timezone.now(), self.limits["RATE_LIMIT_MESSAGES"], message, joined
         )
-        fresh, seq = send_sql.state_and_seq(await on_loop.fetchone(sql, params))
+        row = await on_loop.fetchone(sql, params)
+        extra = 0 if joined is None else len(joined.result)
+        fresh, seq = send_sql.state_and_seq(row, extra)
         if fresh is None or seq is None:
             return None
         message.seq, message.sender = seq, self._refreshed(fresh)
@@ -374,7 +372,9 @@ class Chat(ModerationMixin):
         # reply waits on its worker, the frame on nothing else (bench/: the echo).
         written = planned is not None and bot_ids == planned.bot_ids and fresh.name == planned.sender_name
         if written:
-            events.bot_planner().written(planned.deliveries)
+            planner = events.bot_planner()
+            planner.numbered(planned.deliveries, row[len(row) - extra] if planned.also else None, seq)
+            planner.written(planned.deliveries)
         events.message_created(message)
         if not written and not no_bots:
             await database_sync_to_async(self._to_room_bots)(message, bot_ids)
@@ -411,7 +411,8 @@ class Chat(ModerationMixin):
         if not deliveries:
             return _Plan(key, name, deliveries, None)
         sql, params = planner.insert_sql(deliveries, "(SELECT seq FROM stored)", _planned_condition(connection.vendor))
-        return _Plan(key, name, deliveries, send_sql.Also(f"delivered AS ({sql})", [*params, key, name]))
+        ids = planner.inserted_ids_sql("delivered")
+        return _Plan(key, name, deliveries, send_sql.Also(f"delivered AS ({sql})", [*params, key, name], result=(ids,)))
 
     def deliver_message_to_bot(
         self,

@@ -67,13 +67,21 @@ def message_params(message: Message) -> list[Any]:
 
 @dataclass
 class Also:
-    """More writes for the statement that stores a message (``state_and_insert``): ``sql`` is
-    one or more CTEs (``name AS (...)``, comma-separated) that write only when the message was
-    stored (each tests ``EXISTS (SELECT 1 FROM stored)``), ``params`` their parameters. One
-    statement is atomic: the message and these writes commit together or not at all."""
+    """More for the statement that stores a message (``state_and_insert``). ``sql`` is one or
+    more CTEs (``name AS (...)``, comma-separated) that write only when the message was stored
+    (each tests ``EXISTS (SELECT 1 FROM stored)``), ``params`` their parameters. ``before``
+    (with ``before_params``) are CTEs read before the seq is taken, and ``only_if`` a condition
+    on them (no parameters): the message is stored only where it holds (a bot's turn claimed
+    by its own statement, ``bots.ahead``). ``result``: expressions the statement returns after
+    the seq (``state_and_seq``'s ``extra``). One statement is atomic: the message and
+    these writes commit together or not at all."""
 
-    sql: str
+    sql: str = ""
     params: list[Any] = field(default_factory=list)
+    before: str = ""
+    before_params: list[Any] = field(default_factory=list)
+    only_if: str = ""
+    result: tuple[str, ...] = ()
 
     @staticmethod
     def joined(*parts: Also | None) -> Also | None:
@@ -81,11 +89,27 @@ class Also:
         present = [part for part in parts if part is not None]
         if len(present) < 2:
             return present[0] if present else None
-        return Also(", ".join(part.sql for part in present), [p for part in present for p in part.params])
+
+        def each(name: str, sep: str = ", ") -> str:
+            return sep.join(getattr(part, name) for part in present if getattr(part, name))
+
+        return Also(
+            each("sql"),
+            [p for part in present for p in part.params],
+            each("before"),
+            [p for part in present for p in part.before_params],
+            each("only_if", " AND "),
+            tuple(r for part in present for r in part.result),
+        )
+
+    def key(self) -> tuple[str, str, str, str]:
+        """What the statement's text depends on."""
+        return self.sql, self.before, self.only_if, ", ".join(self.result)
 
 
 @cache
-def _state_and_insert_sql(vendor: str, also: str = "") -> str:
+def _state_and_insert_sql(vendor: str, also: tuple[str, str, str, str] = ("", "", "", "")) -> str:
+    writes, before, only_if, result = also
     muted_until = column(Participant, "muted_until")
     may_send = (
         f"(NOT {column(Participant, 'banned')} AND {column(Participant, 'left_at')} IS NULL"
@@ -99,14 +123,16 @@ def _state_and_insert_sql(vendor: str, also: str = "") -> str:
     )
     take = _take_seq(
         f" AND EXISTS (SELECT 1 FROM state WHERE state.may_send AND state.recent_messages < %s AND {sender_in_room})"
+        + (f" AND {only_if}" if only_if else "")
     )
     # The state's columns by name (not state.*): a prepared statement's result type must not
     # change when a migration adds a column.
     state = ", ".join(f"state.{name}" for name in sender_state.column_names(vendor))
     return (
-        f"WITH state AS ({sender_state.select_sql(vendor, may_send, aliased=True)}), taken(seq) AS ({take}),"
-        f" stored AS ({_insert_taken()}){', ' + also if also else ''} SELECT {state}, (SELECT seq FROM stored)"
-        " FROM state"
+        f"WITH state AS ({sender_state.select_sql(vendor, may_send, aliased=True)}),"
+        f"{' ' + before + ',' if before else ''} taken(seq) AS ({take}),"
+        f" stored AS ({_insert_taken()}){', ' + writes if writes else ''}"
+        f" SELECT {state}, (SELECT seq FROM stored){', ' + result if result else ''} FROM state"
     )
 
 
@@ -121,7 +147,7 @@ def state_and_insert(
     sql, params = state_and_insert_statement(participant_id, rate_since, now, allowed, message, also)
     with hot_cursor() as cursor:
         cursor.execute(sql, params)
-        return state_and_seq(cursor.fetchone())
+        return state_and_seq(cursor.fetchone(), 0 if also is None else len(also.result))
 
 
 def state_and_insert_statement(
@@ -133,6 +159,8 @@ def state_and_insert_statement(
     params = sender_state.select_params(
         participant_id, rate_since, conn.ops.adapt_datetimefield_value(now), Conversation.Premoderation.NONE
     )
+    if also is not None:
+        params += also.before_params
     params += [
         Conversation._meta.pk.get_db_prep_value(message.conversation_id, conn),
         Conversation.Status.OPEN,
@@ -141,12 +169,13 @@ def state_and_insert_statement(
     ]
     if also is not None:
         params += also.params
-    return _state_and_insert_sql(conn.vendor, also.sql if also is not None else ""), params
+    return _state_and_insert_sql(conn.vendor, *([] if also is None else [also.key()])), params
 
 
-def state_and_seq(row: Any) -> tuple[Participant | None, int | None]:
-    """``state_and_insert``'s result from its row (None: no such participant)."""
+def state_and_seq(row: Any, extra: int = 0) -> tuple[Participant | None, int | None]:
+    """``state_and_insert``'s result from its row (None: no such participant); ``extra``: the
+    number of ``Also.result`` columns after the seq, left to the caller."""
     if row is None:
         return None, None
-    *state, seq = row
+    *state, seq = row[: len(row) - extra]
     return sender_state.from_row(state), seq

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def lane(make_chat, monkeypatch):
     """An echo bot participant (as a string id) with three pending deliveries and no worker."""
-    monkeypatch.setattr(outbox, "wake", lambda participant_id: None)
+    monkeypatch.setattr(outbox, "wake", lambda participant_id, delivery=None: None)
     chat, alice = make_chat(bots=["echo"])
     echo = Participant.objects.get(conversation=chat.conversation, kind=Participant.Kind.BOT)
     for i in range(3):

@@ -267,6 +267,26 @@ async def test_a_socket_s_later_sends_write_their_deliveries_in_their_own_statem
     assert after_commit == ([first.seq] if ON_LOOP else [first.seq, second.seq, third.seq])
 
 
+async def test_each_delivery_s_wake_up_carries_its_row_with_the_message_s_seq(everyone_s_bots, monkeypatch):
+    """What a worker may run ahead of its claim (bots/ahead.py) is the row as stored: its id
+    (returned by the send's statement where it wrote the deliveries) and its payload, seq
+    included (set by that statement in the row, and in the wake-up's copy)."""
+    from bots import outbox
+
+    woken: list[tuple[str, dict | None]] = []
+    monkeypatch.setattr(outbox, "wake", lambda pid, delivery=None: woken.append((str(pid), outbox.ahead_of(delivery))))
+    chat, alice = await _room(bots=["echo", "parrot"])
+    for n in (1, 2, 3):  # the first finds the room's bots after its commit, the next are planned
+        message, _ = await _send(chat, alice, {"client_id": f"c{n}", "text": f"m{n}"})
+        rows = await database_sync_to_async(lambda m=message: list(BotDelivery.objects.filter(message_id=m.pk)))()
+        assert len(rows) == 2 and len(woken) == 2 * n
+        carried = {pid: wake for pid, wake in woken[-2:]}
+        for row in rows:
+            wake = carried[str(row.participant_id)]
+            assert wake == {"id": row.pk, "type": "message", "bot": row.bot_name, "hop": 0, "payload": row.payload}
+            assert wake["payload"]["message"]["seq"] == message.seq
+
+
 async def test_a_bot_that_joined_since_the_plan_still_gets_the_message(everyone_s_bots, monkeypatch):
     chat, alice = await _room(bots=["echo"])
     await _send(chat, alice, {"client_id": "c1", "text": "one"})

@@ -6,6 +6,8 @@ from bots.base import Bot
 
 
 class EchoBot(Bot):
+    pure = True  # its reply is all it does: it may run ahead of its claim (bots/ahead.py)
+
     def on_message(self, message, context):
         if message.text.strip():
             return message.text
