@@ -106,6 +106,28 @@ async def test_a_pure_bot_runs_the_delivery_of_its_wake_up_before_claiming_it(lo
     assert (lane.owner, lane.lease_until) == ("", None)  # given up once idle, as on the usual way
 
 
+async def test_two_workers_woken_for_every_delivery_store_each_reply_once_in_order(local_bots):
+    """Both workers of this process hear every wake-up and race for each delivery, ahead of
+    its claim where they kept the Context: one stores each turn, in order, claimed once."""
+    bot = Pure()
+    chat, alice, me = await room_with(local_bots, bot)
+    texts = [f"m{i}" for i in range(20)]
+    async with running_worker(owner="w1") as first, running_worker(owner="w2") as second:
+        for text in texts:
+            await db(chat.save_message, alice, {"text": text, "client_id": text})
+        await first.wait_until(lambda: BotDelivery.objects.filter(participant=me, status="done").count() == 20)
+        for worker in (first, second):
+            while worker.lanes:
+                await asyncio.wait(list(worker.lanes.values()))
+
+    assert await db(replies, me) == [f"got {text} (turn {n})" for n, text in enumerate(texts, 1)]
+    items = await db(lambda: list(BotDelivery.objects.filter(participant=me).order_by("id")))
+    assert {(d.status, d.attempts) for d in items} == {("done", 1)}
+    stored = await db(BotContext.objects.get, participant=me)
+    assert (stored.current_turn_id, stored.misc) == (20, {"seen": 20})
+    assert [stored.requests[str(n)]["text"] for n in range(1, 21)] == texts
+
+
 async def test_an_impure_bot_never_runs_before_its_claim(local_bots, takes):
     bot = Impure()
     chat, alice, me = await room_with(local_bots, bot)
