@@ -304,6 +304,7 @@ def run_flavour(kind: str, opts: argparse.Namespace) -> dict[str, Any]:
     plan.append({"count": ECHO_ROOMS, "humans": 2, "bots": ["echo"]})
     plan.append({"count": max(opts.idle, default=0) // IDLE_ROOM, "humans": IDLE_ROOM})
     seeded = flavour.seed(plan)
+    servers.checkpoint()  # the seeding's writes (and any before the run) flushed before the steps
     errors: list[str] = []
     try:
         flavour.start()
