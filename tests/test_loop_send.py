@@ -9,6 +9,7 @@ every send takes the ordinary path. Both are tested through the socket's own seq
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -183,7 +184,8 @@ async def test_a_kept_loop_connection_the_server_ended_loses_no_send(settings):
         chat, alice = await _room()
         _, first_on_loop = await _send(chat, alice, {"client_id": "c1", "text": "one"})
         if ON_LOOP:
-            await database_sync_to_async(_end_loop_connections)()
+            backend = on_loop._held[asyncio.get_running_loop()].conn.info.backend_pid
+            await database_sync_to_async(_end_backend)(backend)
         _, second_on_loop = await _send(chat, alice, {"client_id": "c2", "text": "two"})
         _, third_on_loop = await _send(chat, alice, {"client_id": "c3", "text": "three"})
     finally:
@@ -197,15 +199,17 @@ async def test_a_kept_loop_connection_the_server_ended_loses_no_send(settings):
     assert [seq for seq, _text in texts] == list(range(texts[0][0], texts[0][0] + 3))
 
 
-def _end_loop_connections() -> None:
+def _end_backend(pid: int) -> None:
+    """The server ends this loop's connection (its backend, by pid: other loops' connections,
+    such as those of the daphne processes of other tests, stay)."""
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     params.pop("context", None)
     with psycopg.connect(**params, autocommit=True) as admin:
         ended = admin.execute(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = %s AND datname = current_database()",
-            [on_loop.APPLICATION_NAME],
+            " WHERE pid = %s AND application_name = %s",
+            [pid, on_loop.APPLICATION_NAME],
         ).fetchone()[0]
     assert ended == 1
 
