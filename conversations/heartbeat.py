@@ -14,7 +14,7 @@ import logging
 
 from channels.db import database_sync_to_async
 
-from . import presence
+from . import presence, roster
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,12 @@ def unregister(channel_name: str) -> None:
 
 
 async def refresh_now() -> int:
-    """Refresh the entries of every socket of this process now; returns how many."""
+    """Refresh the entries of every socket of this process now; returns how many. Entries
+    that had gone meanwhile come back, and their rooms are told (``presence.touch_many``)."""
     live = [(room, person, channel) for channel, (room, person) in _sockets.get(asyncio.get_running_loop(), {}).items()]
     if live:
-        await database_sync_to_async(presence.store().touch_many)(live)
+        for room, snapshot in await database_sync_to_async(presence.store().touch_many)(live):
+            roster.presence_changed(room, snapshot.changes, snapshot.version)
     return len(live)
 
 

@@ -96,12 +96,20 @@ class MemoryPresence:
     def snapshot(self, conversation_id) -> Snapshot:
         return self._apply(conversation_id, None, False)
 
-    def touch_many(self, sockets) -> None:
-        """Refresh many ``(conversation_id, participant_id, channel_name)`` entries at once."""
+    def touch_many(self, sockets) -> list[tuple[str, Snapshot]]:
+        """Refresh many ``(conversation_id, participant_id, channel_name)`` entries at once; an
+        entry that is gone comes back as ``came`` does (``RedisPresence.touch_many``)."""
         expiry = time.time() + TTL_SECONDS
+        gone = []
         with self._lock:
             for conversation_id, participant_id, channel_name in sockets:
-                self._entries.setdefault(str(conversation_id), {})[f"{participant_id}|{channel_name}"] = expiry
+                entries = self._entries.get(str(conversation_id))
+                member = f"{participant_id}|{channel_name}"
+                if entries is not None and member in entries:
+                    entries[member] = expiry
+                else:
+                    gone.append((conversation_id, participant_id, channel_name))
+        return _turned((room, self.came(room, person, channel)) for room, person, channel in gone)
 
 
 #: KEYS: the room's sorted set, its version. ARGV: now, the entry's expiry, the keys' life,
@@ -171,24 +179,37 @@ class RedisPresence:
     def snapshot(self, conversation_id) -> Snapshot:
         return self._apply(conversation_id, "read")
 
-    def touch_many(self, sockets) -> None:
+    def touch_many(self, sockets) -> list[tuple[str, Snapshot]]:
         """Refresh many ``(conversation_id, participant_id, channel_name)`` entries in one round
-        trip (the heartbeat: entries already there, so no flag turns). An entry that expired
-        while its socket lived (Redis out of reach for a minute) comes back here without a
-        change sent: the room's clients see it again with its next list."""
+        trip (the heartbeat: entries are there, so no flag turns). An entry that is gone (it
+        expired while its socket lived: Redis out of reach, a stalled process; and the next
+        operation in its room told everyone its person went) comes back as ``came`` does, and
+        the flags that turns are returned, to be sent: ``(conversation_id, Snapshot)``."""
         expiry = time.time() + TTL_SECONDS
         rooms: dict[str, dict[str, float]] = {}
-        versions: set[str] = set()
+        where: dict[str, str] = {}
         for conversation_id, participant_id, channel_name in sockets:
-            rooms.setdefault(_key(conversation_id), {})[f"{participant_id}|{channel_name}"] = expiry
-            versions.add(_version_key(conversation_id))
+            key = _key(conversation_id)
+            rooms.setdefault(key, {})[f"{participant_id}|{channel_name}"] = expiry
+            where[key] = str(conversation_id)
         pipe = self._redis.pipeline(transaction=False)
         for key, members in rooms.items():
-            pipe.zadd(key, members)
+            pipe.zmscore(key, list(members))
+            pipe.zadd(key, members, xx=True)  # only the entries still there
             pipe.expire(key, KEEP_SECONDS)
-        for key in versions:
-            pipe.expire(key, KEEP_SECONDS)
-        pipe.execute()
+            pipe.expire(_version_key(where[key]), KEEP_SECONDS)
+        replies = pipe.execute()
+        gone = [
+            (where[key], member.split("|", 1))
+            for (key, members), scores in zip(rooms.items(), replies[::4], strict=True)
+            for member, score in zip(members, scores, strict=True)
+            if score is None
+        ]
+        return _turned((room, self.came(room, person, channel)) for room, (person, channel) in gone)
+
+
+def _turned(snapshots: Iterable[tuple[str, Snapshot]]) -> list[tuple[str, Snapshot]]:
+    return [(str(room), snapshot) for room, snapshot in snapshots if snapshot.changes]
 
 
 @lru_cache(maxsize=1)

@@ -92,6 +92,47 @@ def test_entries_that_expired_turn_their_flags_with_the_next_operation(kind, mon
     assert (came.online, came.changes, came.version) == ({alice}, {alice: True, ghost: False}, 2)
 
 
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_an_entry_that_ran_out_while_its_socket_lived_comes_back_at_the_refresh(kind, monkeypatch):
+    """Alice's entry expired (her process could not refresh it in time) and Bob's connect told
+    the room she went: her next refresh brings her back, at the next version, and says so;
+    Bob's live entry is refreshed without a word."""
+    store = _stores()[kind == "redis"]
+    room, alice, bob = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
+    store.came(room, alice, "tab-a")
+    later = time.time() + presence.TTL_SECONDS + 1
+    monkeypatch.setattr(presence.time, "time", lambda: later)
+    seen = store.came(room, bob, "tab-b")
+    assert (seen.changes, seen.version) == ({bob: True, alice: False}, 2)
+
+    back = store.touch_many([(room, alice, "tab-a"), (room, bob, "tab-b")])
+
+    assert back == [(str(room), presence.Snapshot(frozenset({alice, bob}), 3, {alice: True}))]
+    assert store.touch_many([(room, alice, "tab-a"), (room, bob, "tab-b")]) == []  # both live now
+    assert store.snapshot(room) == (frozenset({alice, bob}), 3, {})
+
+
+async def test_the_heartbeat_tells_the_room_of_an_entry_it_brought_back(monkeypatch):
+    from conversations import heartbeat
+
+    store = presence.store()
+    room, alice = uuid.uuid4(), str(uuid.uuid4())
+    store.came(room, alice, "sock-a")
+    heartbeat.register("sock-a", room, alice)
+    told = []
+    monkeypatch.setattr(roster, "presence_changed", lambda *args: told.append(args))
+    try:
+        assert await heartbeat.refresh_now() == 1
+        assert told == []  # refreshed: nothing turned
+        store.went(room, alice, "sock-a")  # as an expiry noticed by another socket's operation
+        version = store.snapshot(room).version
+        assert await heartbeat.refresh_now() == 1
+        assert told == [(str(room), {alice: True}, version + 1)]
+    finally:
+        heartbeat.unregister("sock-a")
+        store.went(room, alice, "sock-a")
+
+
 async def test_one_heartbeat_task_refreshes_every_socket_of_the_process():
     from conversations import heartbeat
 
@@ -104,8 +145,12 @@ async def test_one_heartbeat_task_refreshes_every_socket_of_the_process():
     task = heartbeat._tasks[loop]
     assert not task.done() and len(heartbeat._tasks) == 1  # one task, however many sockets
     assert store.snapshot(rooms[0]).online == set()  # register writes nothing: the consumer's connect does
+    for channel, room, person in sockets:
+        store.came(room, person, channel)
+    entries = [store.snapshot(room) for room in rooms]
 
     assert await heartbeat.refresh_now() == 3
+    assert [store.snapshot(room) for room in rooms] == entries  # refreshed: nothing turned
     assert store.snapshot(rooms[0]).online == {str(sockets[0][2]), str(sockets[2][2])}
     assert store.snapshot(rooms[1]).online == {str(sockets[1][2])}
 
