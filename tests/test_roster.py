@@ -79,16 +79,21 @@ def test_the_store_says_whose_flag_turned_at_which_version(kind):
     assert store.went(room, carol, "tab-3").changes == {}  # closing twice turns nothing
 
 
+def _expired_then_came(store, monkeypatch) -> tuple[uuid.UUID, str, str, presence.Snapshot]:
+    """In a new room, one person's entry ("tab-a") expires unrefreshed, then another person
+    comes ("tab-b"): the room, the two people, and what the coming returned."""
+    room, gone, newcomer = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
+    store.came(room, gone, "tab-a")
+    later = time.time() + presence.TTL_SECONDS + 1
+    monkeypatch.setattr(presence.time, "time", lambda: later)
+    return room, gone, newcomer, store.came(room, newcomer, "tab-b")
+
+
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_entries_that_expired_turn_their_flags_with_the_next_operation(kind, monkeypatch):
     """A process that died leaves its entries to expire: whoever touches the room next tells
     everyone those people went."""
-    store = _stores()[kind == "redis"]
-    room, ghost, alice = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
-    store.came(room, ghost, "dead-process")
-    later = time.time() + presence.TTL_SECONDS + 1
-    monkeypatch.setattr(presence.time, "time", lambda: later)
-    came = store.came(room, alice, "tab")
+    _room, ghost, alice, came = _expired_then_came(_stores()[kind == "redis"], monkeypatch)
     assert (came.online, came.changes, came.version) == ({alice}, {alice: True, ghost: False}, 2)
 
 
@@ -98,11 +103,7 @@ def test_an_entry_that_ran_out_while_its_socket_lived_comes_back_at_the_refresh(
     the room she went: her next refresh brings her back, at the next version, and says so;
     Bob's live entry is refreshed without a word."""
     store = _stores()[kind == "redis"]
-    room, alice, bob = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
-    store.came(room, alice, "tab-a")
-    later = time.time() + presence.TTL_SECONDS + 1
-    monkeypatch.setattr(presence.time, "time", lambda: later)
-    seen = store.came(room, bob, "tab-b")
+    room, alice, bob, seen = _expired_then_came(store, monkeypatch)
     assert (seen.changes, seen.version) == ({bob: True, alice: False}, 2)
 
     back = store.touch_many([(room, alice, "tab-a"), (room, bob, "tab-b")])
