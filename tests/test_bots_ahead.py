@@ -237,3 +237,26 @@ async def test_a_wake_up_carries_its_delivery_and_a_malformed_one_is_ignored(loc
         await worker.handle({"type": "bot.wake", "participant_id": str(me.pk), "delivery": {"id": "nonsense"}})
         await worker.wait_until(lambda: BotDelivery.objects.filter(status="done").count() == 1)
     assert await db(replies, me) == ["got one (turn 1)"]
+
+
+async def test_a_wake_up_through_the_channel_layer_runs_ahead_too(local_bots, monkeypatch):
+    """A worker in another process hears the wake-up through Redis: the delivery it carries,
+    packed and unpacked as the layer does (msgpack), runs ahead as a local one does."""
+    import msgpack
+
+    bot = Pure()
+    chat, alice, me = await room_with(local_bots, bot)
+    async with running_worker() as worker:
+        await say(worker, chat, alice, "one")
+        heard = []
+        monkeypatch.setattr(outbox, "wake", lambda pid, delivery=None: heard.append((str(pid), delivery)))
+        await db(chat.save_message, alice, {"text": "two", "client_id": "two"})
+        [(pid, delivery)] = heard
+        sent = {"type": "bot.wake", "participant_id": pid, "delivery": outbox.ahead_of(delivery)}
+        await worker.handle(msgpack.unpackb(msgpack.packb(sent)))
+        await worker.wait_until(lambda: BotDelivery.objects.filter(status="done").count() == 2)
+
+    assert await db(replies, me) == ["got one (turn 1)", "got two (turn 2)"]
+    assert bot.calls == ["one", "two"]
+    item = await db(BotDelivery.objects.filter(participant=me).latest, "id")
+    assert (item.started_at == item.finished_at) is ON_LOOP  # claimed by the turn's statement
