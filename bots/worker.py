@@ -277,7 +277,7 @@ class BotWorker:
         token = outbox.current_hop.set(item.hop + 1)
         running = outbox.current_delivery.set(item)
         try:
-            replies = await self._turn(bot, item, context, (spec.timeout or conf.timeout()))
+            replies = await self._turn(bot, item, context, spec.timeout or conf.timeout())
             version = await delivery.save_turn_on_loop(
                 kept.participant, replies, context, item.id, client_prefix=f"bot-{item.id}", claim=claim
             )

@@ -108,7 +108,7 @@ class Also:
 
 
 @cache
-def _state_and_insert_sql(vendor: str, also: tuple[str, str, str, str] = ("", "", "", "")) -> str:
+def _state_and_insert_sql(vendor: str, also: tuple[str, str, str, str]) -> str:
     writes, before, only_if, result = also
     muted_until = column(Participant, "muted_until")
     may_send = (
@@ -169,7 +169,7 @@ def state_and_insert_statement(
     ]
     if also is not None:
         params += also.params
-    return _state_and_insert_sql(conn.vendor, *([] if also is None else [also.key()])), params
+    return _state_and_insert_sql(conn.vendor, (also or Also()).key()), params
 
 
 def state_and_seq(row: Any, extra: int = 0) -> tuple[Participant | None, int | None]:
