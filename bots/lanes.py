@@ -93,6 +93,14 @@ class _SQL:
             f" ON {column(Conversation, 'id')} = {column(Participant, 'conversation')}"
             f" LEFT JOIN {BotContext._meta.db_table}"
             f" ON {column(BotContext, 'participant')} = {column(Participant, 'id')}"
+            f" AND {column(BotContext, 'updated_at')} IS DISTINCT FROM %s"
+        )
+        # The Context is read only if it is not the one the worker kept from its last turn
+        # (the parameter above: its updated_at, or NULL), and a last column says it was.
+        kept_current = (
+            f"EXISTS (SELECT 1 FROM {BotContext._meta.db_table} AS kept"
+            f" WHERE {column(BotContext, 'participant', 'kept')} = claimed.{d_part}"
+            f" AND {column(BotContext, 'updated_at', 'kept')} = %s)"
         )
         # Their commit does not wait for the WAL's flush (see the module): the statement sets
         # synchronous_commit for its own transaction only.
@@ -102,14 +110,15 @@ class _SQL:
             f"WITH lane(stale) AS ({self.take}),"
             f" claimed AS ({self.claim.removesuffix(f' RETURNING {columns}')}"
             f" AND EXISTS (SELECT 1 FROM lane WHERE NOT lane.stale) RETURNING {columns})"
-            f" SELECT lane.stale, {claimed}, {needs} FROM lane LEFT JOIN claimed ON TRUE{what_it_needs}{lazily}"
+            f" SELECT lane.stale, {claimed}, {needs}, {kept_current}"
+            f" FROM lane LEFT JOIN claimed ON TRUE{what_it_needs}{lazily}"
         )
         # PostgreSQL: claim_next, read with what the delivery needs, or, where nothing was
         # claimed, release_if_idle: one statement, one row saying which (neither: ask again).
         self.claim_or_release = (
             f"WITH claimed AS ({self.claim}),"
             f" released AS ({self.release_if_idle} AND NOT EXISTS (SELECT 1 FROM claimed) RETURNING 1)"
-            f" SELECT EXISTS (SELECT 1 FROM released), {claimed}, {needs}"
+            f" SELECT EXISTS (SELECT 1 FROM released), {claimed}, {needs}, {kept_current}"
             f" FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE{what_it_needs}{lazily}"
         )
 
@@ -157,22 +166,26 @@ def take(participant_id: str, owner: str, seconds: float) -> datetime | None:
 class Taken(NamedTuple):
     """A lane just taken: the lease's end, the delivery claimed (None: none runnable, or the
     last holder's deliveries were recovered first), and, when read with it, the claimed
-    delivery's participant (with its conversation) and stored Context row."""
+    delivery's participant (with its conversation) and stored Context row. ``kept_current``:
+    the stored Context is the one the caller kept (its ``updated_at`` was passed as ``kept``),
+    so its row was not read (None in ``read``)."""
 
     until: datetime
     item: BotDelivery | None
     read: tuple[Participant | None, BotContext | None] | None = None
+    kept_current: bool = False
 
 
-def take_and_claim(participant_id: str, owner: str, seconds: float) -> Taken | None:
+def take_and_claim(participant_id: str, owner: str, seconds: float, kept: datetime | None = None) -> Taken | None:
     """``take``, then ``claim_next`` if taken; None if not taken. On PostgreSQL one statement
-    that also reads what the delivery needs (``Taken.read``): a lane is taken for most
-    deliveries of a bot that answers people, so this is two round trips fewer on the way
-    to its reply (bench/: the echo round trip)."""
+    that also reads what the delivery needs (``Taken.read``; the Context only if its
+    ``updated_at`` is not ``kept``): a lane is taken for most deliveries of a bot that answers
+    people, so this is two round trips fewer on the way to its reply (bench/: the echo round
+    trip)."""
     if connection.vendor != "postgresql":
         until = take(participant_id, owner, seconds)
         return None if until is None else Taken(until, claim_next(participant_id, owner))
-    now, until, params = _take_and_claim_params(participant_id, owner, seconds)
+    now, until, params = _take_and_claim_params(participant_id, owner, seconds, kept)
     try:
         with hot_cursor() as cursor:
             cursor.execute(_sql().take_and_claim, params)
@@ -188,47 +201,56 @@ def take_and_claim(participant_id: str, owner: str, seconds: float) -> Taken | N
     return _read(until, values) or Taken(until, None)
 
 
-async def take_and_claim_on_loop(participant_id: str, owner: str, seconds: float) -> Taken | None:
+async def take_and_claim_on_loop(
+    participant_id: str, owner: str, seconds: float, kept: datetime | None = None
+) -> Taken | None:
     """``take_and_claim``'s common outcome on the event loop's own connection
     (``chatroom.postgresql.loop``): the lane taken and a delivery claimed, read with what it
     needs. None for any other outcome (not taken, nothing to run, deliveries its last holder
     left running, an error): the caller then takes the thread's way, which tells them apart
     and recovers. (bench/: each database call of a lane was two thread hops, ~0.4 ms each after
     an idle moment, on the echo's way.)"""
-    _, until, params = _take_and_claim_params(participant_id, owner, seconds)
+    _, until, params = _take_and_claim_params(participant_id, owner, seconds, kept)
     row = await on_loop.fetchone(_sql().take_and_claim, params)
     if row is None or row[0]:
         return None
     return _read(until, row[1:])
 
 
-async def claim_or_release_on_loop(participant_id: str, owner: str, until: datetime) -> Taken | bool | None:
+async def claim_or_release_on_loop(
+    participant_id: str, owner: str, until: datetime, kept: datetime | None = None
+) -> Taken | bool | None:
     """For a lane we hold, on the event loop's own connection: ``claim_next``, read with what
     the delivery needs (as ``take_and_claim``), or, if nothing can run now, ``release_if_idle``,
     by one statement. A ``Taken``; True: the lane was given up; None: neither (a delivery
     became runnable meanwhile, an error), the thread's way then decides."""
     now, pk, name = _at(timezone.now()), _pk(participant_id), owner[:100]
-    row = await on_loop.fetchone(_sql().claim_or_release, [now, name, pk, now, pk, name, pk, now])
+    version = None if kept is None else _at(kept)
+    row = await on_loop.fetchone(_sql().claim_or_release, [now, name, pk, now, pk, name, pk, now, version, version])
     if row is None:
         return None
     return True if row[0] else _read(until, row[1:])
 
 
-def _take_and_claim_params(participant_id: str, owner: str, seconds: float) -> tuple[datetime, datetime, list]:
+def _take_and_claim_params(
+    participant_id: str, owner: str, seconds: float, kept: datetime | None
+) -> tuple[datetime, datetime, list]:
     """The time now, the lease's end, and ``take_and_claim``'s parameters (both ways run it)."""
     now = timezone.now()
     until = now + timedelta(seconds=seconds)
     pk, at, name = _pk(participant_id), _at(now), owner[:100]
-    return now, until, [pk, name, _at(until), at, pk, at, name, pk, at]
+    version = None if kept is None else _at(kept)
+    return now, until, [pk, name, _at(until), at, pk, at, name, pk, at, version, version]
 
 
 def _read(until: datetime, values) -> Taken | None:
+    *values, kept_current = values
     item, participant, conversation, context = _sql().read.instances(values)
     if item is None:
         return None
     if participant is not None:
         participant.conversation = conversation
-    return Taken(until, item, (participant, context))
+    return Taken(until, item, (participant, context), bool(kept_current))
 
 
 def _recover_stale(participant_id: str, now: datetime) -> None:

@@ -58,7 +58,7 @@ from .transports import RetryLater
 logger = logging.getLogger(__name__)
 
 MAX_INSTANCES = 10_000  # cached bot objects per worker (least recently used dropped)
-MAX_KEPT = 1_000  # Contexts kept for pure bots' turns run ahead (bots/ahead.py), least recent dropped
+MAX_KEPT = 1_000  # Contexts kept from bots' last turns (claims, bots/ahead.py), least recent dropped
 LEASE_MARGIN = 30.0  # seconds a lease outlives the bot timeout
 
 _workers: set[BotWorker] = set()
@@ -295,8 +295,8 @@ class BotWorker:
         return until
 
     def _keep(self, participant: Participant, context: Context, version: datetime) -> None:
-        """Keep a pure bot's Context as its turn stored it (read back from its JSON, as the
-        next claim would read it) for its next turn run ahead."""
+        """Keep a bot's Context as its turn stored it (read back from its JSON, as a claim
+        would read it) for its next turn."""
         stored = Context.from_dict(
             orjson.loads(json_to_db(context.to_dict())),
             participant_id=context.participant_id,
@@ -320,17 +320,20 @@ class BotWorker:
         ``_next``'s in a thread, as before. (bench/: every thread hop of the echo's way costs
         ~0.4 ms once the process has idled.)"""
         if on_loop.available() and (until is None or not _renewal_due(until, lease)):
+            kept = self.kept.get(participant_id)
+            version = None if kept is None else kept.version
             if until is None:
-                taken = await lanes.take_and_claim_on_loop(participant_id, self.owner, lease)
+                taken = await lanes.take_and_claim_on_loop(participant_id, self.owner, lease, version)
             else:
-                taken = await lanes.claim_or_release_on_loop(participant_id, self.owner, until)
+                taken = await lanes.claim_or_release_on_loop(participant_id, self.owner, until, version)
                 if taken is True:
                     return None, None, None
             if isinstance(taken, lanes.Taken):
                 assert taken.item is not None and taken.read is not None
-                prepared = self._prepared_in_memory(taken.item, taken.read)
+                read = _with_kept(taken, kept)
+                prepared = self._prepared_in_memory(taken.item, read)
                 if prepared is None:
-                    prepared = await db(self._prepare, taken.item, taken.read)
+                    prepared = await db(self._prepare, taken.item, read)
                 return taken.until, taken.item, prepared
         return await db(self._next, participant_id, until, lease)
 
@@ -342,10 +345,11 @@ class BotWorker:
         while True:
             read = None
             if until is None:
-                taken = lanes.take_and_claim(participant_id, self.owner, lease)
+                kept = self.kept.get(participant_id)
+                taken = lanes.take_and_claim(participant_id, self.owner, lease, None if kept is None else kept.version)
                 if taken is None:
                     return None, None, None
-                until, item, read = taken
+                until, item, read = taken.until, taken.item, _with_kept(taken, kept)
             else:
                 if _renewal_due(until, lease):
                     until = lanes.renew(participant_id, self.owner, lease)
@@ -368,7 +372,7 @@ class BotWorker:
             participant, context = delivery.participant_and_context(item.participant_id)
         else:
             participant, row = read
-            context = None if participant is None or row is None else delivery.context_from_row(participant, row)
+            context = None if participant is None else _context_of(participant, row)
         if spec is None or participant is None:
             outbox.finish(item.id, BotDelivery.Status.SKIPPED, "the bot is not installed any more")
             return None
@@ -390,20 +394,21 @@ class BotWorker:
             return None
         if spec.timeout and spec.timeout > conf.timeout():
             return None
-        return spec, participant, None if row is None else delivery.context_from_row(participant, row)
+        return spec, participant, _context_of(participant, row)
 
     async def _end_turn(
         self, item: BotDelivery, participant: Participant, replies: list, context: Context, bot: Bot | None = None
     ) -> None:
         """``_commit``; a turn of one reply on the event loop's own connection where it can be
-        (``delivery.save_turn_on_loop``): no thread hop before the reply is out. A pure bot's
-        Context stored so is kept for its next turn (``bots.ahead``)."""
+        (``delivery.save_turn_on_loop``): no thread hop before the reply is out. The Context
+        stored so is kept for the next turn: its claim need not read it back, and a pure bot
+        may run that turn ahead of its claim (``bots.ahead``)."""
         version = await delivery.save_turn_on_loop(
             participant, replies, context, item.id, client_prefix=f"bot-{item.id}"
         )
         if version is None:
             await db(self._commit, item, participant, replies, context)
-        elif getattr(bot, "pure", False):
+        else:
             self._keep(participant, context, version)
 
     @staticmethod
@@ -545,6 +550,28 @@ class BotWorker:
     def instance_for(self, participant_id: str) -> Bot | None:
         """The cached bot object of a participant, if this worker has built it."""
         return next((bot for (_, pid), (_, bot) in self.instances.items() if pid == str(participant_id)), None)
+
+
+class _Kept:
+    """A claim's read whose Context row was left unread: it is the one the worker kept."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+
+def _with_kept(taken: lanes.Taken, kept: ahead.Kept | None) -> tuple | None:
+    """A claim's read (participant, Context row) with the kept Context in the row's place
+    where the claim found it current (``lanes.Taken.kept_current``)."""
+    if taken.read is None or not taken.kept_current or kept is None:
+        return taken.read
+    return taken.read[0], _Kept(kept.context)
+
+
+def _context_of(participant: Participant, row: Any) -> Context | None:
+    """The Context of a claim's read: the kept one, the stored row's, or None for none."""
+    if isinstance(row, _Kept):
+        return row.context
+    return None if row is None else delivery.context_from_row(participant, row)
 
 
 def _renewal_due(until: datetime, lease: float) -> bool:

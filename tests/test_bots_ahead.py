@@ -260,3 +260,27 @@ async def test_a_wake_up_through_the_channel_layer_runs_ahead_too(local_bots, mo
     assert bot.calls == ["one", "two"]
     item = await db(BotDelivery.objects.filter(participant=me).latest, "id")
     assert (item.started_at == item.finished_at) is ON_LOOP  # claimed by the turn's statement
+
+
+async def test_a_claim_leaves_the_kept_context_unread_while_it_is_current(local_bots, monkeypatch):
+    """Any bot: a claim that finds the stored Context to be the one the worker kept from the
+    last turn does not read it back (PostgreSQL); one changed meanwhile (imported) is read,
+    and the turn runs on it. SQLite reads it for every turn."""
+    from bots import delivery
+
+    read = []
+    real = delivery.context_from_row
+    monkeypatch.setattr(delivery, "context_from_row", lambda p, row: read.append(row.current_turn_id) or real(p, row))
+    bot = Impure()
+    chat, alice, me = await room_with(local_bots, bot)
+    async with running_worker() as worker:
+        for text in ("one", "two", "three"):
+            await say(worker, chat, alice, text)
+        imported = {"current_turn_id": 3, "misc": {"seen": 10}, "labels": {"0": "start"}}
+        await db(lambda: import_context(me, imported))
+        await say(worker, chat, alice, "four")
+
+    assert read == ([3] if ON_LOOP else [1, 2, 3])
+    assert await db(replies, me) == [f"got {t} (turn {n})" for n, t in enumerate(["one", "two", "three", "four"], 1)]
+    stored = await db(BotContext.objects.get, participant=me)
+    assert (stored.current_turn_id, stored.misc) == (4, {"seen": 11})
