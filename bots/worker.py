@@ -396,9 +396,7 @@ class BotWorker:
             return None
         return spec, participant, _context_of(participant, row)
 
-    async def _end_turn(
-        self, item: BotDelivery, participant: Participant, replies: list, context: Context, bot: Bot | None = None
-    ) -> None:
+    async def _end_turn(self, item: BotDelivery, participant: Participant, replies: list, context: Context) -> None:
         """``_commit``; a turn of one reply on the event loop's own connection where it can be
         (``delivery.save_turn_on_loop``): no thread hop before the reply is out. The Context
         stored so is kept for the next turn: its claim need not read it back, and a pure bot
@@ -462,7 +460,7 @@ class BotWorker:
                     bot_name=participant.bot_name,
                 )
             replies = await self._turn(bot, item, context, timeout)
-            await self._end_turn(item, participant, replies, context, bot)
+            await self._end_turn(item, participant, replies, context)
         except RetryLater as retry:  # a transport's passing failure (webhook 5xx, time-out)
             logger.warning("bot %s: delivery %s tried again in %g s: %s", item.bot_name, item.id, retry.delay, retry)
             await db(outbox.retry_later, item.id, retry.delay, retry.reason, retry.status)
@@ -552,24 +550,17 @@ class BotWorker:
         return next((bot for (_, pid), (_, bot) in self.instances.items() if pid == str(participant_id)), None)
 
 
-class _Kept:
-    """A claim's read whose Context row was left unread: it is the one the worker kept."""
-
-    def __init__(self, context: Context) -> None:
-        self.context = context
-
-
 def _with_kept(taken: lanes.Taken, kept: ahead.Kept | None) -> tuple | None:
-    """A claim's read (participant, Context row) with the kept Context in the row's place
-    where the claim found it current (``lanes.Taken.kept_current``)."""
+    """A claim's read (participant, Context row) with what the worker kept in the row's place
+    where the claim found it current (``lanes.Taken.kept_current``): its row was not read."""
     if taken.read is None or not taken.kept_current or kept is None:
         return taken.read
-    return taken.read[0], _Kept(kept.context)
+    return taken.read[0], kept
 
 
 def _context_of(participant: Participant, row: Any) -> Context | None:
     """The Context of a claim's read: the kept one, the stored row's, or None for none."""
-    if isinstance(row, _Kept):
+    if isinstance(row, ahead.Kept):
         return row.context
     return None if row is None else delivery.context_from_row(participant, row)
 
