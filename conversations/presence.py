@@ -186,22 +186,19 @@ class RedisPresence:
         operation in its room told everyone its person went) comes back as ``came`` does, and
         the flags that turns are returned, to be sent: ``(conversation_id, Snapshot)``."""
         expiry = time.time() + TTL_SECONDS
-        rooms: dict[str, dict[str, float]] = {}
-        where: dict[str, str] = {}
+        rooms: dict[str, dict[str, float]] = {}  # by conversation id
         for conversation_id, participant_id, channel_name in sockets:
-            key = _key(conversation_id)
-            rooms.setdefault(key, {})[f"{participant_id}|{channel_name}"] = expiry
-            where[key] = str(conversation_id)
+            rooms.setdefault(str(conversation_id), {})[f"{participant_id}|{channel_name}"] = expiry
         pipe = self._redis.pipeline(transaction=False)
-        for key, members in rooms.items():
-            pipe.zmscore(key, list(members))
-            pipe.zadd(key, members, xx=True)  # only the entries still there
-            pipe.expire(key, KEEP_SECONDS)
-            pipe.expire(_version_key(where[key]), KEEP_SECONDS)
+        for room, members in rooms.items():
+            pipe.zmscore(_key(room), list(members))
+            pipe.zadd(_key(room), members, xx=True)  # only the entries still there
+            pipe.expire(_key(room), KEEP_SECONDS)
+            pipe.expire(_version_key(room), KEEP_SECONDS)
         replies = pipe.execute()
         gone = [
-            (where[key], member.split("|", 1))
-            for (key, members), scores in zip(rooms.items(), replies[::4], strict=True)
+            (room, member.split("|", 1))
+            for (room, members), scores in zip(rooms.items(), replies[::4], strict=True)
             for member, score in zip(members, scores, strict=True)
             if score is None
         ]

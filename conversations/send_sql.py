@@ -156,20 +156,19 @@ def state_and_insert_statement(
     """``state_and_insert``'s SQL and parameters, for a caller that runs it on a connection of
     its own (``chatroom.postgresql.loop``); its row goes to ``state_and_seq``."""
     conn = connections[DEFAULT_DB_ALIAS]
+    also = also or Also()
     params = sender_state.select_params(
         participant_id, rate_since, conn.ops.adapt_datetimefield_value(now), Conversation.Premoderation.NONE
     )
-    if also is not None:
-        params += also.before_params
     params += [
+        *also.before_params,
         Conversation._meta.pk.get_db_prep_value(message.conversation_id, conn),
         Conversation.Status.OPEN,
         allowed,
         *message_params(message),
+        *also.params,
     ]
-    if also is not None:
-        params += also.params
-    return _state_and_insert_sql(conn.vendor, (also or Also()).key()), params
+    return _state_and_insert_sql(conn.vendor, also.key()), params
 
 
 def state_and_seq(row: Any, extra: int = 0) -> tuple[Participant | None, int | None]:
